@@ -1,0 +1,35 @@
+# involution_edu: `make lab` opens the course, `make test` runs every test.
+# Both create .venv on first use. Override TORCH_SPEC (and PIP_EXTRA) to choose a torch build,
+# e.g. on a machine without a GPU elsewhere:
+#   make lab PIP_EXTRA="--index-url https://download.pytorch.org/whl/cpu" TORCH_SPEC=torch
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+PIP_EXTRA ?=
+
+.PHONY: setup lab test student bench clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+test: setup
+	$(BIN)/python -m pytest
+
+student: setup
+	$(BIN)/python -m involution_edu.student notebooks student_notebooks
+
+bench: setup
+	$(BIN)/python -m involution_edu.bench
+
+clean-venv:
+	rm -rf $(VENV)
