@@ -24,3 +24,221 @@ def use_course_style(dpi: int = 72) -> None:
             "font.size": 9,
         }
     )
+
+
+def plot_kernels_at_positions(image, kernels, positions, group: int = 0, stride: int = 1, title: str = ""):
+    """The photo with lettered markers, then the ``K x K`` kernel that involution applies at each.
+
+    Args:
+        image: ``(1, 3, H, W)`` or ``(3, H, W)`` tensor/array in ``[0, 1]``.
+        kernels: ``(B, G, K, K, H', W')`` as returned by ``Involution(...)(x, return_kernels=True)``;
+            sample 0 and group ``group`` are shown.
+        positions: output positions ``(i, j)`` on the ``H' x W'`` grid; the marker is drawn at
+            the input pixel ``(i * stride, j * stride)``.
+        group, stride: which group's kernels, and the layer's stride (for the markers).
+        title: title of the photo panel.
+
+    Returns:
+        The array of ``Axes`` (photo first, then one panel per position, sharing one colour
+        scale centred on 0: red positive, blue negative).
+    """
+    import numpy as np
+
+    image = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image)
+    if image.ndim == 4:
+        image = image[0]
+    kernels = np.asarray(kernels.detach().cpu() if hasattr(kernels, "detach") else kernels)[0, group]
+    chosen = [kernels[:, :, i, j] for i, j in positions]
+    limit = max(float(np.abs(k).max()) for k in chosen)
+    fig, axes = plt.subplots(
+        1, len(positions) + 1, figsize=(min(8.0, 1.7 * (len(positions) + 1) + 0.8), 2.6), layout="constrained"
+    )
+    axes[0].imshow(np.clip(image.transpose(1, 2, 0), 0.0, 1.0))
+    axes[0].set_title(title or "input")
+    axes[0].set_xlabel("column")
+    axes[0].set_ylabel("row")
+    for index, ((i, j), kernel) in enumerate(zip(positions, chosen)):
+        letter = chr(ord("A") + index)
+        axes[0].plot(j * stride, i * stride, "o", markersize=6, markerfacecolor="none", markeredgecolor="yellow")
+        axes[0].annotate(letter, (j * stride, i * stride), xytext=(4, 4), textcoords="offset points", color="yellow")
+        shown = axes[index + 1].imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        axes[index + 1].set_title(f"{letter}: ({i}, {j})")
+        axes[index + 1].set_xlabel("v")
+        axes[index + 1].set_ylabel("u")
+        axes[index + 1].set_xticks([])
+        axes[index + 1].set_yticks([])
+    fig.colorbar(shown, ax=list(axes[1:]), shrink=0.8, label="kernel weight")
+    return axes
+
+
+__all__.append("plot_kernels_at_positions")
+
+
+def _kernel_mosaic(tiles, shape, kernel_size: int, gaps):
+    """Place ``K x K`` tiles on a NaN canvas. ``tiles``: {(row, col): array}; ``gaps``: (gap_rows, gap_cols) lists.
+
+    Returns the canvas and, per tile, the (top, left) pixel of its upper-left corner.
+    """
+    import numpy as np
+
+    rows, cols = shape
+    row_gaps, col_gaps = gaps
+    tops = [r * kernel_size + sum(row_gaps[:r]) for r in range(rows)]
+    lefts = [c * kernel_size + sum(col_gaps[:c]) for c in range(cols)]
+    canvas = np.full((tops[-1] + kernel_size, lefts[-1] + kernel_size), np.nan)
+    corners = {}
+    for (r, c), tile in tiles.items():
+        canvas[tops[r] : tops[r] + kernel_size, lefts[c] : lefts[c] + kernel_size] = tile
+        corners[(r, c)] = (tops[r], lefts[c])
+    return canvas, corners
+
+
+def draw_conv_vs_involution(channels: int = 4, groups: int = 2, positions: int = 3, kernel_size: int = 3,
+                            seed: int = 0, axes=None):
+    """Where the kernels live: convolution (left) vs involution (right), as grids of small heat maps.
+
+    Left: a ``K x K`` kernel for every (output channel, input channel) pair; the same kernels
+    are used at every position. Right: ``G`` kernels at every output position ``(i, j)`` of a
+    ``positions x positions`` grid, outlined in the colour of their group; all ``C / G``
+    channels of a group share it. Values are random (the point is where kernels live).
+
+    Returns:
+        The two ``Axes``.
+    """
+    import numpy as np
+    from matplotlib.patches import Patch, Rectangle
+
+    rng = np.random.default_rng(seed)
+    k = kernel_size
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(8, 3.8), gridspec_kw={"width_ratios": [1, 1.5]})
+    cmap = plt.get_cmap("RdBu_r").copy()
+    cmap.set_bad("white")
+    colours = plt.get_cmap("tab10")
+
+    conv_tiles = {(o, c): rng.standard_normal((k, k)) for o in range(channels) for c in range(channels)}
+    canvas, corners = _kernel_mosaic(conv_tiles, (channels, channels), k, ([1] * channels, [1] * channels))
+    ax = axes[0]
+    ax.imshow(canvas, cmap=cmap, vmin=-2.5, vmax=2.5)
+    for top, left in corners.values():
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), k, k, fill=False, edgecolor="0.4", linewidth=1))
+    centres = [corners[(0, c)][1] + (k - 1) / 2 for c in range(channels)]
+    ax.set_xticks(centres, [str(c) for c in range(channels)])
+    ax.set_yticks(centres, [str(o) for o in range(channels)])
+    ax.set_xlabel("input channel c")
+    ax.set_ylabel("output channel o")
+    ax.set_title(f"convolution: {channels}x{channels} kernels,\nthe same at every position")
+
+    per_group = channels // groups
+    inv_tiles = {(i, j * groups + g): rng.standard_normal((k, k))
+                 for i in range(positions) for j in range(positions) for g in range(groups)}
+    col_gaps = [1 if (c + 1) % groups else 3 for c in range(positions * groups)]
+    canvas, corners = _kernel_mosaic(inv_tiles, (positions, positions * groups), k, ([3] * positions, col_gaps))
+    ax = axes[1]
+    ax.imshow(canvas, cmap=cmap, vmin=-2.5, vmax=2.5)
+    for (i, column), (top, left) in corners.items():
+        g = column % groups
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), k, k, fill=False, edgecolor=colours(g), linewidth=2))
+    x_centres = [(corners[(0, j * groups)][1] + corners[(0, j * groups + groups - 1)][1] + k - 1) / 2
+                 for j in range(positions)]
+    y_centres = [corners[(i, 0)][0] + (k - 1) / 2 for i in range(positions)]
+    ax.set_xticks(x_centres, [str(j) for j in range(positions)])
+    ax.set_yticks(y_centres, [str(i) for i in range(positions)])
+    ax.set_xlabel("output column j")
+    ax.set_ylabel("output row i")
+    ax.set_title(f"involution: {groups} kernels per position,\none per group, different at every (i, j)")
+    handles = [Patch(facecolor="none", edgecolor=colours(g), linewidth=2,
+                     label=f"group {g}: channels {g * per_group}..{(g + 1) * per_group - 1}")
+               for g in range(groups)]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return axes
+
+
+def draw_window(height: int, width: int, kernel, position, stride: int = 1, padding: int = 0,
+                dilation: int = 1, axes=None):
+    """The pixels one output position reads: padded input (left), kernel (middle), output grid (right).
+
+    Args:
+        height, width: input size ``H x W``.
+        kernel: the ``K x K`` kernel used at ``position`` (e.g. ``kernels[b, g, :, :, i, j]``).
+        position: the output position ``(i, j)``.
+        stride, padding, dilation: ``s``, ``p``, ``d``; output ``(i, j)`` reads input pixel
+            ``(i*s + u*d - p, j*s + v*d - p)`` for tap ``(u, v)``, a zero when it falls in the padding.
+
+    Returns:
+        The three ``Axes``. Input cells: grey = zero padding, white = input pixel, coloured =
+        read by this position (the colour is the kernel weight it is multiplied by, the label
+        the tap ``u,v``); the dashed square is the window's span ``d(K-1)+1``.
+    """
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    from .shapes import output_size
+
+    kernel = np.asarray(kernel.detach().cpu() if hasattr(kernel, "detach") else kernel, dtype=float)
+    k = kernel.shape[0]
+    i, j = position
+    out_h = output_size(height, k, stride, padding, dilation)
+    out_w = output_size(width, k, stride, padding, dilation)
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(8, 3.2), gridspec_kw={"width_ratios": [1.4, 1, 1]})
+    limit = float(np.abs(kernel).max()) or 1.0
+    cmap = plt.get_cmap("RdBu_r")
+
+    def text_colour(value: float) -> str:
+        return "white" if abs(value) > 0.6 * limit else "black"
+
+    def draw_grid(ax, rows, cols, first_row, first_col):
+        for r in range(rows + 1):
+            ax.plot([first_col - 0.5, first_col + cols - 0.5], [first_row + r - 0.5] * 2, color="0.55", linewidth=0.5)
+        for c in range(cols + 1):
+            ax.plot([first_col + c - 0.5] * 2, [first_row - 0.5, first_row + rows - 0.5], color="0.55", linewidth=0.5)
+
+    ax = axes[0]
+    background = np.full((height + 2 * padding, width + 2 * padding), 0.8)
+    background[padding : padding + height, padding : padding + width] = 1.0
+    ax.imshow(background, cmap="gray", vmin=0, vmax=1,
+              extent=(-padding - 0.5, width + padding - 0.5, height + padding - 0.5, -padding - 0.5))
+    draw_grid(ax, height + 2 * padding, width + 2 * padding, -padding, -padding)
+    ax.add_patch(Rectangle((-0.5, -0.5), width, height, fill=False, edgecolor="black", linewidth=1.5))
+    span = dilation * (k - 1) + 1
+    top, left = i * stride - padding, j * stride - padding
+    ax.add_patch(Rectangle((left - 0.5, top - 0.5), span, span, fill=False, edgecolor="tab:green",
+                           linestyle="--", linewidth=1.5))
+    for u in range(k):
+        for v in range(k):
+            row, col = top + u * dilation, left + v * dilation
+            ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, facecolor=cmap(0.5 + 0.5 * kernel[u, v] / limit),
+                                   edgecolor="black", linewidth=1))
+            ax.text(col, row, f"{u},{v}", ha="center", va="center", fontsize=7, color=text_colour(kernel[u, v]))
+    ax.set_xticks(range(-padding, width + padding))
+    ax.set_yticks(range(-padding, height + padding))
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel("input column (grey: zero padding)")
+    ax.set_ylabel("input row")
+    ax.set_title(f"input {height}x{width}, p={padding}, s={stride}, d={dilation}")
+
+    ax = axes[1]
+    ax.imshow(kernel, cmap=cmap, vmin=-limit, vmax=limit)
+    for u in range(k):
+        for v in range(k):
+            ax.text(v, u, f"{kernel[u, v]:.2f}", ha="center", va="center", fontsize=8, color=text_colour(kernel[u, v]))
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xlabel("tap v")
+    ax.set_ylabel("tap u")
+    ax.set_title(f"kernel at ({i}, {j}), {k}x{k}")
+
+    ax = axes[2]
+    ax.imshow(np.ones((out_h, out_w)), cmap="gray", vmin=0, vmax=1)
+    draw_grid(ax, out_h, out_w, 0, 0)
+    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="gold", edgecolor="black"))
+    ax.set_xticks(range(out_w))
+    ax.set_yticks(range(out_h))
+    ax.set_xlabel("output column j")
+    ax.set_ylabel("output row i")
+    ax.set_title(f"output {out_h}x{out_w}: ({i}, {j})")
+    return axes
+
+
+__all__ += ["draw_conv_vs_involution", "draw_window"]
