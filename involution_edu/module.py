@@ -129,6 +129,12 @@ class Involution(nn.Module):
             )
         if not x.is_floating_point():
             raise TypeError(f"x must have a floating-point dtype, got {x.dtype}")
+        weight = self.conv1.conv.weight
+        if x.device != weight.device:
+            raise ValueError(
+                f"x is on device {x.device} but this Involution's parameters are on {weight.device}; "
+                f"move one of them (e.g. module.to(x.device))"
+            )
 
     def generate_kernels(self, x: torch.Tensor) -> torch.Tensor:
         """The kernel-generation function phi: ``x (B, C, H, W) -> kernels (B, G, K, K, H', W')``."""

@@ -128,7 +128,10 @@ def check_involution_args(
         )
     kernel_size = k_rows
     if kernel_size < 1:
-        raise ValueError(f"kernels must have a kernel size K >= 1 in dims 2 and 3, got {kernels_shape}")
+        raise ValueError(
+            f"kernels must have a kernel size K >= 1 in dims 2 and 3, got K={kernel_size} "
+            f"(kernels shape {kernels_shape})"
+        )
     stride = check_positive_int("stride", stride)
     dilation = check_positive_int("dilation", dilation)
     if padding is None:
