@@ -1,0 +1,188 @@
+"""RedNet (Li et al., CVPR 2021): a bottleneck ResNet whose 3x3 convolutions are 7x7 involutions.
+
+Built from :class:`involution_edu.Involution` and the ResNet scaffolding of
+:mod:`involution_edu.resnet`, with the paper's module names, so the official checkpoints load
+with ``strict=True``:
+
+* **Block** (:class:`InvolutionBottleneck`): ``conv1`` 1x1 -> ``bn1`` -> ReLU ->
+  ``conv2`` = Involution(C, 7, stride) -> ``bn2`` -> ReLU -> ``conv3`` 1x1 (x4) -> ``bn3``,
+  plus the shortcut (``downsample.0`` 1x1 conv with the stride, ``downsample.1`` BN).
+* **Stem** (``stem``, an ``nn.Sequential``): ``0`` 3x3 conv 3 -> 32 stride 2 + BN + ReLU,
+  ``1`` Involution(32, ``stem_kernel_size``), ``2`` BN(32), ``3`` ReLU, ``4`` 3x3 conv 32 -> 64
+  + BN + ReLU; then ``maxpool`` 3x3 stride 2 (no parameters).
+* **Classifier** (:class:`involution_edu.resnet.ImageClassifier`): ``backbone.*`` + global
+  average pooling + ``head.fc`` (2048 -> num_classes).
+
+``stem_kernel_size``: the paper's classification code uses a 3x3 stem involution, its
+detection and segmentation code a 7x7 one. The published ImageNet table (9.23 M ... 33.99 M
+parameters, 1.73 ... 6.79 GFLOPs) matches the 7x7 stem (RedNet-152: 33,985,302 parameters
+rounds to 33.99 M; the 3x3 stem gives 33,984,582 = 33.98 M), so **7 is the default here**.
+Pass ``stem_kernel_size=3`` to load a classification checkpoint of the official repository.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Union
+
+import torch
+import torch.nn as nn
+
+from .module import Involution
+from .resnet import STAGE_BLOCKS, Bottleneck, ConvBNReLU, ImageClassifier, ResidualBackbone, init_weights
+from .shapes import check_kernel_size
+
+__all__ = [
+    "InvolutionBottleneck",
+    "RedNet",
+    "rednet",
+    "rednet26",
+    "rednet38",
+    "rednet50",
+    "rednet101",
+    "rednet152",
+    "load_checkpoint",
+    "CheckpointMismatchError",
+    "STAGE_BLOCKS",
+]
+
+#: Kernel size of the involution inside every bottleneck.
+BLOCK_KERNEL_SIZE = 7
+
+
+class InvolutionBottleneck(Bottleneck):
+    """RedNet's block: a bottleneck whose spatial layer is ``Involution(C, 7, stride)``.
+
+    ``(B, C_in, H, W) -> (B, C_out, ceil(H / stride), ceil(W / stride))``; inner width
+    ``C = C_out // 4``, ``G = C // 16`` kernel groups.
+    """
+
+    def make_spatial(self, channels: int, stride: int) -> nn.Module:
+        return Involution(channels, kernel_size=BLOCK_KERNEL_SIZE, stride=stride)
+
+
+class RedNet(ResidualBackbone):
+    """RedNet backbone with the paper's state_dict layout.
+
+    Args:
+        depth: 26, 38, 50, 101 or 152 (stages :data:`STAGE_BLOCKS`).
+        stem_kernel_size: kernel size of the stem involution (7: detection/segmentation code and
+            the published counts; 3: the classification code). Odd.
+        zero_init_residual: start every block's ``bn3`` weight at 0 (the paper's default).
+
+    Shapes: ``x: (B, 3, H, W) -> (B, 2048, ceil(H/32), ceil(W/32))``.
+    """
+
+    block = InvolutionBottleneck
+
+    def __init__(self, depth: int = 50, stem_kernel_size: int = 7, zero_init_residual: bool = True) -> None:
+        super().__init__()
+        self.stem_kernel_size = check_kernel_size(stem_kernel_size)
+        stem_channels = 64
+        self.stem = nn.Sequential(
+            ConvBNReLU(3, stem_channels // 2, kernel_size=3, stride=2, padding=1),
+            Involution(stem_channels // 2, kernel_size=self.stem_kernel_size, stride=1),
+            nn.BatchNorm2d(stem_channels // 2),
+            nn.ReLU(inplace=True),
+            ConvBNReLU(stem_channels // 2, stem_channels, kernel_size=3, stride=1, padding=1),
+        )
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self._make_stages(depth, stem_channels)
+        init_weights(self, zero_init_residual)
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W) -> (B, 64, ceil(H/4), ceil(W/4))``."""
+        return self.maxpool(self.stem(x))
+
+
+def rednet(depth: int, num_classes: int = 1000, stem_kernel_size: int = 7) -> ImageClassifier:
+    """RedNet classifier of the given depth: ``(B, 3, H, W) -> logits (B, num_classes)``.
+
+    State_dict keys: ``backbone.stem.0.conv.weight``, ..., ``head.fc.weight``, ``head.fc.bias``.
+    """
+    return ImageClassifier(RedNet(depth, stem_kernel_size=stem_kernel_size), num_classes)
+
+
+def rednet26(num_classes: int = 1000, stem_kernel_size: int = 7) -> ImageClassifier:
+    """RedNet-26, stages (1, 2, 4, 1): 9,233,886 parameters (9,233,166 with the 3x3 stem)."""
+    return rednet(26, num_classes, stem_kernel_size)
+
+
+def rednet38(num_classes: int = 1000, stem_kernel_size: int = 7) -> ImageClassifier:
+    """RedNet-38, stages (2, 3, 5, 2): 12,387,706 parameters (12,386,986 with the 3x3 stem)."""
+    return rednet(38, num_classes, stem_kernel_size)
+
+
+def rednet50(num_classes: int = 1000, stem_kernel_size: int = 7) -> ImageClassifier:
+    """RedNet-50, stages (3, 4, 6, 3): 15,541,526 parameters (15,540,806 with the 3x3 stem)."""
+    return rednet(50, num_classes, stem_kernel_size)
+
+
+def rednet101(num_classes: int = 1000, stem_kernel_size: int = 7) -> ImageClassifier:
+    """RedNet-101, stages (3, 4, 23, 3): 25,653,670 parameters (25,652,950 with the 3x3 stem)."""
+    return rednet(101, num_classes, stem_kernel_size)
+
+
+def rednet152(num_classes: int = 1000, stem_kernel_size: int = 7) -> ImageClassifier:
+    """RedNet-152, stages (3, 8, 36, 3): 33,985,302 parameters (33,984,582 with the 3x3 stem)."""
+    return rednet(152, num_classes, stem_kernel_size)
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint whose keys or shapes do not match the model; the message lists them."""
+
+
+def _extract_state_dict(checkpoint: Any, path: str) -> Mapping[str, torch.Tensor]:
+    if isinstance(checkpoint, Mapping) and "state_dict" in checkpoint and isinstance(checkpoint["state_dict"], Mapping):
+        checkpoint = checkpoint["state_dict"]  # mmcls: {"meta": ..., "state_dict": ...}
+    if not isinstance(checkpoint, Mapping) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise CheckpointMismatchError(
+            f"{path} does not hold a state_dict (a mapping of names to tensors) nor "
+            f"{{'state_dict': state_dict}}; got {type(checkpoint).__name__}"
+        )
+    return checkpoint
+
+
+def _list(names: Any, limit: int = 20) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def load_checkpoint(model: nn.Module, path: Union[str, "os.PathLike[str]"]) -> nn.Module:
+    """Load a checkpoint file into ``model`` with ``strict=True`` and return the model.
+
+    The file is read with ``torch.load(path, map_location="cpu", weights_only=True)`` (tensors
+    and plain containers only, no code is run). It may hold a raw state_dict or an mmcls-style
+    ``{"state_dict": ..., "meta": ...}``.
+
+    Raises:
+        CheckpointMismatchError: the keys differ (the message lists the missing and the
+            unexpected keys) or some shapes differ (listed with both shapes). A common cause:
+            a classification checkpoint of the official code needs ``stem_kernel_size=3``;
+            a backbone-only checkpoint loads into ``model.backbone``.
+    """
+    state_dict = _extract_state_dict(torch.load(path, map_location="cpu", weights_only=True), os.fspath(path))
+    expected = model.state_dict()
+    missing = set(expected) - set(state_dict)
+    unexpected = set(state_dict) - set(expected)
+    wrong_shapes = [
+        f"{name}: checkpoint {tuple(state_dict[name].shape)} vs model {tuple(expected[name].shape)}"
+        for name in sorted(set(expected) & set(state_dict))
+        if state_dict[name].shape != expected[name].shape
+    ]
+    if missing or unexpected or wrong_shapes:
+        lines = [f"checkpoint {os.fspath(path)} does not match {type(model).__name__}:"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {_list(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {_list(unexpected)}")
+        if wrong_shapes:
+            lines.append(f"  shape mismatches ({len(wrong_shapes)}): " + "; ".join(wrong_shapes[:10]))
+        if any(name.startswith("backbone.") for name in missing) and not any(n.startswith("backbone.") for n in state_dict):
+            lines.append("  hint: this looks like a backbone-only checkpoint; load it into model.backbone")
+        if any("stem.1.conv2" in line for line in wrong_shapes):
+            lines.append("  hint: the stem involution's kernel size differs; try stem_kernel_size=3 or 7")
+        raise CheckpointMismatchError("\n".join(lines))
+    model.load_state_dict(state_dict, strict=True)
+    return model
