@@ -55,6 +55,8 @@ def to_numpy(value: Any) -> Any:
 def _fmt(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         return f"{float(value):.6g}"
+    if isinstance(value, (np.integer, np.bool_)):
+        return repr(value.item())
     return repr(value)
 
 
