@@ -1,0 +1,162 @@
+"""Hygiene of the committed course notebooks: valid, clean, run top to bottom, built to the course's anatomy.
+
+What nbval cannot see: a notebook that was run out of order, that stores an error or a warning,
+that leaks a personal path, that carries a figure repr, that grew large, or that lacks the parts
+every lesson has (learning goals, exercises with checkers, a summary).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Iterator, List
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO / "notebooks"
+ALL_NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+NAME_PATTERN = re.compile(r"^(\d{2})_[a-z0-9]+(?:_[a-z0-9]+)*\.ipynb$")
+PERSONAL_PATHS = ("/root", "/home/", "/Users/", "C:\\")
+MAX_BYTES = 2 * 1024 * 1024
+MIN_EXERCISES = 2
+FIGURE_REPR = re.compile(r"^(<Figure size|<matplotlib\.|\[<matplotlib\.|Text\(|<AxesSubplot|<Axes)")
+BEGIN_MARKER = "### BEGIN SOLUTION"
+
+NAMES = [path.name for path in ALL_NOTEBOOKS] or ["<no notebooks>"]
+
+
+def load(name: str) -> nbformat.NotebookNode:
+    path = NOTEBOOK_DIR / name
+    assert path.is_file(), f"no course notebooks found in {NOTEBOOK_DIR}"
+    return nbformat.read(path, as_version=nbformat.NO_CONVERT)
+
+
+def code_cells(nb: nbformat.NotebookNode) -> List[nbformat.NotebookNode]:
+    return [cell for cell in nb.cells if cell.cell_type == "code"]
+
+
+def strings_in(value: object) -> Iterator[str]:
+    """Every string inside a JSON-like value (keys too)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from strings_in(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from strings_in(item)
+
+
+def test_names_are_numbered_consecutively_from_01():
+    assert ALL_NOTEBOOKS, f"no notebooks in {NOTEBOOK_DIR}"
+    bad = [path.name for path in ALL_NOTEBOOKS if not NAME_PATTERN.match(path.name)]
+    assert not bad, f"notebook names must look like NN_lower_case_name.ipynb: {bad}"
+    numbers = [int(NAME_PATTERN.match(path.name).group(1)) for path in ALL_NOTEBOOKS]
+    assert numbers == list(range(1, len(numbers) + 1)), f"notebook numbers must be 01, 02, ... without gaps or repeats, got {numbers}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_valid_nbformat_and_python3_kernel(name):
+    nb = load(name)
+    nbformat.validate(nb)
+    assert nb.nbformat == 4
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", nb.metadata.get("kernelspec")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_file_is_small(name):
+    size = (NOTEBOOK_DIR / name).stat().st_size if (NOTEBOOK_DIR / name).is_file() else None
+    assert size is not None and size < MAX_BYTES, f"{name}: {size} bytes, limit {MAX_BYTES}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_personal_paths_in_metadata_or_outputs(name):
+    nb = load(name)
+    places = [("notebook metadata", nb.metadata)]
+    for index, cell in enumerate(nb.cells):
+        places.append((f"cell {index} metadata", cell.metadata))
+        if cell.cell_type == "code":
+            places.append((f"cell {index} outputs", cell.outputs))
+    found = [
+        (where, marker)
+        for where, value in places
+        for text in strings_in(value)
+        for marker in PERSONAL_PATHS
+        if marker in text
+    ]
+    assert not found, f"{name}: personal paths stored: {found[:5]}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ran_top_to_bottom_in_one_go(name):
+    nb = load(name)
+    counts = []
+    for index, cell in enumerate(code_cells(nb)):
+        if not cell.source.strip():
+            continue
+        assert cell.execution_count is not None, (
+            f"{name}: code cell #{index} ({cell.source.strip().splitlines()[0][:50]!r}) never ran; "
+            "re-execute the whole notebook with jupyter nbconvert --execute --inplace"
+        )
+        counts.append(cell.execution_count)
+    assert counts == list(range(1, len(counts) + 1)), f"{name}: execution counts {counts} are not 1..{len(counts)} in order"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_errors_or_warnings_stored(name):
+    nb = load(name)
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            assert output.output_type != "error", f"{name} cell {index} stores an error: {output.get('ename')}: {output.get('evalue')}"
+            if output.output_type == "stream" and output.name == "stderr":
+                assert "Warning" not in output.text, f"{name} cell {index} stores a warning on stderr: {output.text[:200]!r}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_figure_cells_store_no_figure_repr(name):
+    nb = load(name)
+    for index, cell in enumerate(code_cells(nb)):
+        for output in cell.outputs:
+            if output.output_type == "execute_result":
+                text = str(output.get("data", {}).get("text/plain", ""))
+                assert not FIGURE_REPR.match(text), (
+                    f"{name}: cell {cell.get('id', index)} ends with a plot object's repr {text[:60]!r}; end it with plt.show()"
+                )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_learning_goals_near_the_top_and_a_summary(name):
+    nb = load(name)
+    markdown = [cell.source for cell in nb.cells if cell.cell_type == "markdown"]
+    top = "\n".join(markdown[:3]).lower()
+    assert "you will learn" in top or "learning goals" in top, f"{name}: no 'You will learn' in the first markdown cells"
+    headings = [line for source in markdown for line in source.splitlines() if line.lstrip().startswith("#")]
+    assert any("summary" in line.lower() for line in headings), f"{name}: no Summary section heading"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_exercises_have_solution_markers_and_a_checker_after_each(name):
+    nb = load(name)
+    cells = nb.cells
+    exercises = 0
+    for index, cell in enumerate(cells):
+        if cell.cell_type != "code" or BEGIN_MARKER not in cell.source:
+            continue
+        exercises += 1
+        following = next((later for later in cells[index + 1 :] if later.cell_type == "code"), None)
+        assert following is not None and re.search(r"\bcheck_\w+\(", following.source), (
+            f"{name}: the exercise in cell {index} is not followed by a cell calling a check_ function"
+        )
+    assert exercises >= MIN_EXERCISES, f"{name}: {exercises} exercise(s) with {BEGIN_MARKER!r}, need at least {MIN_EXERCISES}"
+
+
+def test_no_widget_output_or_state_stored():
+    assert ALL_NOTEBOOKS, f"no notebooks in {NOTEBOOK_DIR}"
+    for path in ALL_NOTEBOOKS:
+        raw = path.read_text(encoding="utf-8")
+        assert "application/vnd.jupyter.widget-view+json" not in raw, f"{path.name}: stores widget output (tqdm.notebook?)"
+        assert "widgets" not in json.loads(raw).get("metadata", {}), f"{path.name}: stores widget state in metadata"
