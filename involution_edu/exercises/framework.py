@@ -63,6 +63,8 @@ def _fmt(value: Any) -> str:
 def describe_mismatch(got: Any, expected: Any, rtol: float = 1e-6, atol: float = 1e-8) -> Optional[str]:
     """Return ``None`` when ``got`` matches ``expected``, else a one-line description of how it differs."""
     got, expected = to_numpy(got), to_numpy(expected)
+    if got is None and expected is not None:
+        return "got None: did the function forget to `return` its result?"
     if isinstance(expected, np.ndarray):
         if not isinstance(got, np.ndarray):
             try:
@@ -80,9 +82,11 @@ def describe_mismatch(got: Any, expected: Any, rtol: float = 1e-6, atol: float =
             return None
         first = tuple(int(i) for i in np.argwhere(~close)[0])
         diff = np.abs(got.astype(float) - expected.astype(float))
+        n_nan = int(np.isnan(got.astype(float)).sum() - np.isnan(expected.astype(float)).sum())
+        largest = f"{n_nan} entries are NaN" if n_nan > 0 else f"largest difference {np.nanmax(diff):.3g}"
         return (
             f"wrong values at {int((~close).sum())} of {close.size} entries; first at index {first}: "
-            f"expected {_fmt(expected[first])}, got {_fmt(got[first])} (largest difference {np.nanmax(diff):.3g})"
+            f"expected {_fmt(expected[first])}, got {_fmt(got[first])} ({largest})"
         )
     if isinstance(expected, (tuple, list)):
         if not isinstance(got, (tuple, list)):
