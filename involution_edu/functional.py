@@ -15,6 +15,17 @@ Both functions take the same arguments and layout as the NumPy references in
   where ``x_shifted`` is a strided *view* of the padded input. Its backward, written by hand
   in :class:`InvolutionFunction`, does the same in reverse, so forward and backward need
   memory of the order of input + kernels + output only.
+
+Backends of :func:`involution` (choose with ``backend=...`` or :func:`set_default_backend`):
+
+* ``"eager"``: the offset loop above, in plain PyTorch. Works on every device and dtype,
+  supports double backward, but makes ``K^2`` passes over memory.
+* ``"native"``: a C++ kernel (:mod:`involution_edu.native`) compiled with the system
+  compiler on first use (a few seconds, then cached) and run with OpenMP. One pass per
+  output element over its ``K x K`` taps, like the paper's CUDA kernel; CPU, float32 and
+  float64, first-order gradients only.
+* ``"auto"`` (the default): ``"native"`` when it is available and supports the tensors,
+  otherwise ``"eager"``. Results agree to rounding error whichever is used.
 """
 
 from __future__ import annotations
@@ -23,10 +34,28 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
+from . import native as _native
 from .shapes import check_involution_args
 
-__all__ = ["involution", "involution_unfold", "check_tensors", "InvolutionFunction"]
+__all__ = [
+    "involution",
+    "involution_unfold",
+    "check_tensors",
+    "InvolutionFunction",
+    "NativeInvolutionFunction",
+    "BACKENDS",
+    "available_backends",
+    "get_default_backend",
+    "set_default_backend",
+    "resolve_backend",
+]
+
+BACKENDS = ("auto", "eager", "native")
+"""Names accepted by ``involution(..., backend=...)``."""
+
+_default_backend = "auto"
 
 
 def check_tensors(
@@ -144,12 +173,89 @@ class InvolutionFunction(torch.autograd.Function):
         return grad_x, grad_kernels, None, None, None, None, None
 
 
+class NativeInvolutionFunction(torch.autograd.Function):
+    """Involution with the native C++ kernel (:mod:`involution_edu.native`), forward and backward.
+
+    Same results as :class:`InvolutionFunction`; ``grad_out`` may have any strides. Memory:
+    the output, the gradients and one group's channels-last planes per thread. The backward
+    is not itself differentiable (a second derivative raises ``RuntimeError``).
+    """
+
+    @staticmethod
+    def forward(ctx, x, kernels, stride, padding, dilation, out_h, out_w):  # type: ignore[override]
+        ctx.save_for_backward(x, kernels)
+        ctx.params = (stride, padding, dilation)
+        return _native.native_forward(x, kernels, stride, padding, dilation, out_h, out_w)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):  # type: ignore[override]
+        x, kernels = ctx.saved_tensors
+        stride, padding, dilation = ctx.params
+        grad_x, grad_kernels = _native.native_backward(
+            x, kernels, grad_out, stride, padding, dilation,
+            need_x=ctx.needs_input_grad[0], need_kernels=ctx.needs_input_grad[1],
+        )
+        return grad_x, grad_kernels, None, None, None, None, None
+
+
+def available_backends() -> Tuple[str, ...]:
+    """The concrete backends usable in this process, e.g. ``("eager", "native")``.
+
+    Building the native kernel is attempted (once) by this call.
+    """
+    return ("eager", "native") if _native.native_available() else ("eager",)
+
+
+def get_default_backend() -> str:
+    """The backend :func:`involution` uses when none is passed (``"auto"`` unless changed)."""
+    return _default_backend
+
+
+def _check_backend_name(backend: object) -> str:
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def set_default_backend(backend: str) -> str:
+    """Set the backend :func:`involution` (and so :class:`~involution_edu.module.Involution`) uses
+    by default; returns the previous one so that it can be restored."""
+    global _default_backend
+    previous, _default_backend = _default_backend, _check_backend_name(backend)
+    return previous
+
+
+def resolve_backend(backend: Optional[str], x: torch.Tensor, kernels: torch.Tensor) -> str:
+    """The concrete backend (``"eager"`` or ``"native"``) that :func:`involution` will run.
+
+    ``None`` means the default backend; ``"auto"`` picks ``"native"`` when it is built and
+    supports the tensors (CPU, float32/float64), else ``"eager"``. Asking for ``"native"``
+    where it cannot run raises ``RuntimeError`` saying why.
+    """
+    backend = _check_backend_name(_default_backend if backend is None else backend)
+    if backend == "eager":
+        return "eager"
+    supported = _native.native_supports(x, kernels)
+    if backend == "auto":
+        return "native" if supported and _native.native_available() else "eager"
+    if not supported:
+        raise RuntimeError(
+            f"backend='native' needs CPU tensors of dtype float32 or float64, got {x.dtype} on {x.device}; "
+            f"use backend='eager' or 'auto'"
+        )
+    if not _native.native_available():
+        raise RuntimeError(f"backend='native' is unavailable here: {_native.native_error()}")
+    return "native"
+
+
 def involution(
     x: torch.Tensor,
     kernels: torch.Tensor,
     stride: int = 1,
     padding: Optional[int] = None,
     dilation: int = 1,
+    backend: Optional[str] = None,
 ) -> torch.Tensor:
     """The library's default involution: same result as :func:`involution_unfold`, lean memory.
 
@@ -159,10 +265,15 @@ def involution(
         stride: step between output positions.
         padding: zeros on every side; ``None`` means ``dilation * (K - 1) // 2``.
         dilation: spacing between kernel taps.
+        backend: ``"auto"``, ``"eager"`` or ``"native"`` (see the module docstring);
+            ``None`` uses :func:`get_default_backend` (``"auto"`` unless changed).
 
     Returns:
         ``(B, C, H', W')``. Differentiable in ``x`` and ``kernels``; forward and backward
         allocate O(input + kernels + output) memory, never the ``K^2``-times-larger unfold.
+        With the native backend the output is channels last when ``x`` is.
     """
     stride, padding, dilation, out_h, out_w = check_tensors(x, kernels, stride, padding, dilation)
+    if resolve_backend(backend, x, kernels) == "native":
+        return NativeInvolutionFunction.apply(x, kernels, stride, padding, dilation, out_h, out_w)
     return InvolutionFunction.apply(x.contiguous(), kernels, stride, padding, dilation, out_h, out_w)
