@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PIP_EXTRA ?=
 
-.PHONY: setup lab test student bench clean-venv
+.PHONY: setup lab test student bench bench-suite clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ student: setup
 
 bench: setup
 	$(BIN)/python -m involution_edu.bench
+
+bench-suite: setup
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python -m pytest benchmarks/ --benchmark-group-by=group --benchmark-columns=min,median,max,rounds
 
 clean-venv:
 	rm -rf $(VENV)
