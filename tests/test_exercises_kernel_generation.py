@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,80 +11,100 @@ import torch.nn.functional as F
 from involution_edu.exercises.kernel_generation import (
     bn_tensors,
     check_generate_kernels,
-    check_kernel_generator_param_count,
+    check_generated_kernel_elements,
     check_reshape_kernels,
     seeded_involution,
 )
+from involution_edu.module import Involution
+from involution_edu.shapes import default_padding, output_size
 
 
 def not_attempted(*args, **kwargs):
     raise NotImplementedError("write your solution")
 
 
-# ------------------------------------------------------------------ kernel_generator_param_count
-def param_count_solution(channels, kernel_size, reduction_ratio, group_channels):
-    hidden = channels // reduction_ratio
+# -------------------------------------------------------------------- generated_kernel_elements
+def kernel_elements_solution(batch, channels, height, width, kernel_size, group_channels, stride=1):
     groups = channels // group_channels
-    reduce = channels * hidden + 2 * hidden  # 1x1 conv without bias + BN scale and shift
-    span = hidden * kernel_size**2 * groups + kernel_size**2 * groups  # 1x1 conv with bias
-    return reduce + span
+    out_h, out_w = math.ceil(height / stride), math.ceil(width / stride)
+    return batch * groups * kernel_size * kernel_size * out_h * out_w
 
 
-def param_count_without_bn(channels, kernel_size, reduction_ratio, group_channels):
-    return param_count_solution(channels, kernel_size, reduction_ratio, group_channels) - 2 * (channels // reduction_ratio)
-
-
-def param_count_without_conv2_bias(channels, kernel_size, reduction_ratio, group_channels):
+def kernel_elements_floor(batch, channels, height, width, kernel_size, group_channels, stride=1):
     groups = channels // group_channels
-    return param_count_solution(channels, kernel_size, reduction_ratio, group_channels) - kernel_size**2 * groups
+    return batch * groups * kernel_size**2 * (height // stride) * (width // stride)
 
 
-def param_count_one_kernel_for_all_groups(channels, kernel_size, reduction_ratio, group_channels):
-    hidden = channels // reduction_ratio
-    return channels * hidden + 2 * hidden + hidden * kernel_size**2 + kernel_size**2
+def kernel_elements_one_group_per_channel(batch, channels, height, width, kernel_size, group_channels, stride=1):
+    """G = C: the size of a kernel per channel (what unfold multiplies), not per group."""
+    return batch * channels * kernel_size**2 * math.ceil(height / stride) * math.ceil(width / stride)
 
 
-def param_count_with_running_stats(channels, kernel_size, reduction_ratio, group_channels):
-    return param_count_solution(channels, kernel_size, reduction_ratio, group_channels) + 2 * (channels // reduction_ratio)
-
-
-def param_count_float_hidden(channels, kernel_size, reduction_ratio, group_channels):
-    hidden = channels / reduction_ratio
+def kernel_elements_without_square(batch, channels, height, width, kernel_size, group_channels, stride=1):
     groups = channels // group_channels
-    return channels * hidden + 2 * hidden + hidden * kernel_size**2 * groups + kernel_size**2 * groups
+    return batch * groups * kernel_size * math.ceil(height / stride) * math.ceil(width / stride)
 
 
-def test_param_count_accepts_solution(capsys):
-    assert check_kernel_generator_param_count(param_count_solution) is True
-    assert "all 6 cases pass" in capsys.readouterr().out
+def kernel_elements_input_size(batch, channels, height, width, kernel_size, group_channels, stride=1):
+    """H and W instead of H' and W': one kernel per input position."""
+    return batch * (channels // group_channels) * kernel_size**2 * height * width
 
 
-def test_param_count_solution_matches_paper_module():
-    from involution_edu.paper import PaperInvolution
+def kernel_elements_without_batch(batch, channels, height, width, kernel_size, group_channels, stride=1):
+    return (channels // group_channels) * kernel_size**2 * math.ceil(height / stride) * math.ceil(width / stride)
 
-    for channels, k in [(64, 7), (128, 7), (32, 3)]:
-        expected = sum(p.numel() for p in PaperInvolution(channels, k, 1).parameters())
-        assert param_count_solution(channels, k, 4, 16) == expected
+
+def test_kernel_elements_accepts_solution(capsys):
+    assert check_generated_kernel_elements(kernel_elements_solution) is True
+    assert "all 7 cases pass" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "batch, channels, height, width, kernel_size, group_channels, stride",
+    [(2, 32, 9, 7, 7, 16, 2), (1, 16, 5, 5, 3, 4, 1), (3, 8, 11, 6, 1, 2, 3)],
+)
+def test_kernel_elements_solution_matches_real_kernels(batch, channels, height, width, kernel_size, group_channels,
+                                                       stride):
+    module = Involution(channels, kernel_size, stride, group_channels=group_channels)
+    with torch.no_grad():
+        kernels = module.generate_kernels(torch.randn(batch, channels, height, width))
+    assert kernels.numel() == kernel_elements_solution(batch, channels, height, width, kernel_size, group_channels,
+                                                       stride)
+    padding = default_padding(kernel_size)
+    assert kernels.shape[-2:] == (output_size(height, kernel_size, stride, padding),
+                                  output_size(width, kernel_size, stride, padding))
+
+
+def test_kernel_elements_paper_default_ratio_to_input():
+    """The lesson of the exercise: at stride 1 the kernels are K^2 / group_channels times the input."""
+    batch, channels, size = 8, 64, 56
+    ratio = kernel_elements_solution(batch, channels, size, size, 7, 16) / (batch * channels * size * size)
+    assert ratio == pytest.approx(49 / 16)
 
 
 @pytest.mark.parametrize(
     "wrong, message",
     [
-        (param_count_without_bn, "RedNet stage 1"),
-        (param_count_without_conv2_bias, "RedNet stage 1"),
-        (param_count_one_kernel_for_all_groups, "RedNet stage 1"),
-        (param_count_with_running_stats, "RedNet stage 1"),
-        (param_count_float_hidden, "C // r = 7"),
+        (kernel_elements_floor, "stride 2, odd size 7x9"),
+        (kernel_elements_one_group_per_channel, "RedNet-50 stage 1"),
+        (kernel_elements_without_square, "RedNet-50 stage 1"),
+        (kernel_elements_input_size, "stride 2, even size 8x8"),
+        (kernel_elements_without_batch, "RedNet-50 stage 1"),
     ],
 )
-def test_param_count_rejects_wrong_answers(wrong, message, capsys):
-    assert check_kernel_generator_param_count(wrong) is False
+def test_kernel_elements_rejects_wrong_answers(wrong, message, capsys):
+    assert check_generated_kernel_elements(wrong) is False
     out = capsys.readouterr().out
-    assert "✗ kernel_generator_param_count" in out and message in out and "expected" in out
+    assert "✗ generated_kernel_elements" in out and message in out and "expected" in out
 
 
-def test_param_count_not_attempted(capsys):
-    assert check_kernel_generator_param_count(not_attempted) is False
+def test_kernel_elements_floor_message_explains_ceil(capsys):
+    check_generated_kernel_elements(kernel_elements_floor)
+    assert "ceil(7 / 2) = 4" in capsys.readouterr().out
+
+
+def test_kernel_elements_not_attempted(capsys):
+    assert check_generated_kernel_elements(not_attempted) is False
     assert "not attempted" in capsys.readouterr().out
 
 

@@ -92,6 +92,14 @@ def test_no_personal_paths_in_metadata_or_outputs(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_no_run_timestamps_in_cell_metadata(name):
+    """nbconvert/JupyterLab may record per-cell run times; they change on every run and bloat diffs."""
+    nb = load(name)
+    stamped = [index for index, cell in enumerate(nb.cells) if "execution" in cell.metadata]
+    assert not stamped, f"{name}: cells {stamped[:10]} store 'execution' timestamps in their metadata; strip them"
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_ran_top_to_bottom_in_one_go(name):
     nb = load(name)
     counts = []

@@ -27,7 +27,7 @@ module                 notebook
 from .attention import check_attention_kernels, check_window_softmax
 from .convolution import check_conv2d_loops, check_depthwise_as_involution, check_involution_param_count
 from .framework import Case, compare, run_cases
-from .kernel_generation import check_generate_kernels, check_kernel_generator_param_count, check_reshape_kernels
+from .kernel_generation import check_generate_kernels, check_generated_kernel_elements, check_reshape_kernels
 from .loops import check_involution_loops, check_output_size, check_paper_channel_order
 from .module import (
     check_group_of_channel,

@@ -1,12 +1,13 @@
 """Checkers for notebook 04 (kernel generation).
 
 The expected answers come from the library's :class:`~involution_edu.module.Involution`
-(its parameters and :meth:`~involution_edu.module.Involution.generate_kernels`) and from
+(:meth:`~involution_edu.module.Involution.generate_kernels`, also on the shapes-only ``meta`` device) and from
 PyTorch's own ``view``; :func:`~involution_edu.exercises.framework.run_cases` prints the verdict.
 
 Exercises checked here::
 
-    kernel_generator_param_count(channels, kernel_size, reduction_ratio, group_channels) -> int
+    generated_kernel_elements(batch, channels, height, width, kernel_size, group_channels, stride=1) -> int
+        the number of values in the kernels (B, G, K, K, H', W'), G = C // group_channels, H' = ceil(H / stride)
     reshape_kernels(flat, groups, kernel_size)
         flat: (B, G*K*K, H, W) -> (B, G, K, K, H, W)
     generate_kernels_student(x, conv1_weight, bn, conv2_weight, conv2_bias, groups, kernel_size)
@@ -24,7 +25,7 @@ from ..module import Involution
 from .framework import Case, run_cases
 
 __all__ = [
-    "check_kernel_generator_param_count",
+    "check_generated_kernel_elements",
     "check_reshape_kernels",
     "check_generate_kernels",
     "bn_tensors",
@@ -32,27 +33,36 @@ __all__ = [
 ]
 
 
-def check_kernel_generator_param_count(kernel_generator_param_count: Callable[..., object]) -> bool:
-    """Check ``kernel_generator_param_count(channels, kernel_size, reduction_ratio, group_channels)``.
+def check_generated_kernel_elements(generated_kernel_elements: Callable[..., object]) -> bool:
+    """Check ``generated_kernel_elements(batch, channels, height, width, kernel_size, group_channels, stride=1)``.
 
-    The expected count is ``sum(p.numel() for p in Involution(...).parameters())``: the learnable
-    weights of conv1 (no bias), BatchNorm (scale and shift; running statistics are buffers, not
-    parameters) and conv2 (weight and bias).
+    The answer is the number of values in the generated kernel tensor ``(B, G, K, K, H', W')`` with
+    ``G = C // group_channels`` and ``H' = ceil(H / stride)``, ``W' = ceil(W / stride)``. The expected
+    count is ``Involution(...).generate_kernels(x).numel()``, run on PyTorch's ``meta`` device (shapes
+    only: no memory is allocated and nothing is computed).
     """
-    # (name, why, channels, kernel_size, reduction_ratio, group_channels)
+    # (name, why, batch, channels, height, width, kernel_size, group_channels, stride)
     table = [
-        ("RedNet stage 1: C=64, K=7", "the paper's defaults r = 4, 16 channels per group (G = 4)", 64, 7, 4, 16),
-        ("one group: C=16, K=3", "G = C // group_channels = 1", 16, 3, 4, 16),
-        ("RedNet stage 4: C=512, K=7", "a wide layer: G = 32 groups, each needs its own K*K kernel", 512, 7, 4, 16),
-        ("C=48, K=5, r=2, 8 per group", "other reduction ratio and group size (G = 6)", 48, 5, 2, 8),
-        ("C=30, r=4 (C/r rounds down)", "the hidden width is C // r = 7", 30, 3, 4, 10),
-        ("K=1", "a 1x1 kernel: conv2 has G outputs", 32, 1, 4, 16),
+        ("RedNet-50 stage 1: B=8, C=64, 56x56, K=7", "the paper's defaults: G = 64 // 16 = 4 groups of K*K = 49 values "
+         "per position, about 3x the input's B*C*H*W", 8, 64, 56, 56, 7, 16, 1),
+        ("one group: C=16, K=3", "G = C // group_channels = 1: all channels share one kernel per position",
+         2, 16, 5, 6, 3, 16, 1),
+        ("stride 2, even size 8x8", "one kernel per OUTPUT position: H' = ceil(H / stride), here 4",
+         1, 32, 8, 8, 7, 16, 2),
+        ("stride 2, odd size 7x9", "H' = ceil(7 / 2) = 4, W' = ceil(9 / 2) = 5: rounded up, the last partial "
+         "window still gets a kernel", 2, 16, 7, 9, 5, 8, 2),
+        ("K=1", "a 1x1 kernel: one value per group and position", 1, 32, 6, 4, 1, 16, 1),
+        ("group_channels=1", "one channel per group: G = C", 1, 8, 5, 5, 3, 1, 1),
+        ("stride 3, non-square 10x5", "H' = ceil(10 / 3) = 4 and W' = ceil(5 / 3) = 2, each axis on its own",
+         1, 48, 10, 5, 3, 16, 3),
     ]
     cases: List[Case] = []
-    for name, why, channels, k, r, gc in table:
-        expected = sum(p.numel() for p in Involution(channels, k, 1, r, gc).parameters())
-        cases.append(Case(name, (channels, k, r, gc), expected, why))
-    return run_cases("kernel_generator_param_count", kernel_generator_param_count, cases)
+    for name, why, batch, channels, height, width, k, gc, stride in table:
+        with torch.device("meta"):
+            module = Involution(channels, k, stride, group_channels=gc)
+            kernels = module.generate_kernels(torch.empty(batch, channels, height, width))
+        cases.append(Case(name, (batch, channels, height, width, k, gc, stride), kernels.numel(), why))
+    return run_cases("generated_kernel_elements", generated_kernel_elements, cases)
 
 
 def check_reshape_kernels(reshape_kernels: Callable[..., object]) -> bool:

@@ -23,7 +23,8 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 
 from ..reference import involution_loops
-from ..shapes import default_padding, output_size
+from ..shapes import output_size
+from .cases import random_involution_inputs
 from .framework import Case, run_cases, to_numpy
 
 __all__ = [
@@ -81,18 +82,6 @@ _LOOP_CASES: List[Tuple[str, str, int, int, int, int, int, int, int, Optional[in
 ]
 
 
-def _random_problem(seed: int, batch: int, channels: int, groups: int, height: int, width: int, k: int,
-                    stride: int, padding: Optional[int], dilation: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Random float64 ``x (B, C, H, W)`` and ``kernels (B, G, K, K, H', W')`` of matching output size."""
-    rng = np.random.default_rng(seed)
-    pad = default_padding(k, dilation) if padding is None else padding
-    out_h = output_size(height, k, stride, pad, dilation)
-    out_w = output_size(width, k, stride, pad, dilation)
-    x = rng.standard_normal((batch, channels, height, width))
-    kernels = rng.standard_normal((batch, groups, k, k, out_h, out_w))
-    return x, kernels
-
-
 def check_involution_loops(involution_loops_student: Callable[..., object]) -> bool:
     """Check ``involution_loops_student(x, kernels, stride=1, padding=None, dilation=1)``.
 
@@ -102,7 +91,7 @@ def check_involution_loops(involution_loops_student: Callable[..., object]) -> b
     """
     cases: List[Case] = []
     for seed, (name, why, batch, channels, groups, height, width, k, stride, padding, dilation) in enumerate(_LOOP_CASES):
-        x, kernels = _random_problem(seed, batch, channels, groups, height, width, k, stride, padding, dilation)
+        x, kernels = random_involution_inputs(seed, batch, channels, height, width, k, stride, padding, dilation, groups)
         expected = involution_loops(x, kernels, stride, padding, dilation)
         kwargs = dict(stride=stride, padding=padding, dilation=dilation)
         cases.append(Case(name, (x, kernels), expected, why, kwargs=kwargs, rtol=1e-9, atol=1e-10))

@@ -20,14 +20,13 @@ Exercises checked here::
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Callable, List
 
-import numpy as np
 import torch
 
 from ..reference import involution_loops
 from ..roofline import involution_bytes, involution_intensity
-from ..shapes import default_padding, output_size
+from .cases import random_involution_inputs
 from .framework import Case, run_cases
 
 __all__ = ["check_bytes_moved", "check_arithmetic_intensity", "check_involution_offsets"]
@@ -93,17 +92,6 @@ _OFFSET_CASES = [
 ]
 
 
-def _offset_case(seed: int, batch: int, groups: int, per_group: int, height: int, width: int, k: int,
-                 stride: int, padding: Optional[int], dilation: int):
-    rng = np.random.default_rng(seed)
-    pad = default_padding(k, dilation) if padding is None else padding
-    out_h = output_size(height, k, stride, pad, dilation)
-    out_w = output_size(width, k, stride, pad, dilation)
-    x = rng.standard_normal((batch, groups * per_group, height, width))
-    kernels = rng.standard_normal((batch, groups, k, k, out_h, out_w))
-    return torch.from_numpy(x), torch.from_numpy(kernels), involution_loops(x, kernels, stride, padding, dilation)
-
-
 def check_involution_offsets(involution_offsets_student: Callable[..., object]) -> bool:
     """Check ``involution_offsets_student(x, kernels, stride, padding, dilation)`` (torch, float64).
 
@@ -111,6 +99,9 @@ def check_involution_offsets(involution_offsets_student: Callable[..., object]) 
     """
     cases: List[Case] = []
     for seed, (name, why, batch, groups, per_group, height, width, k, stride, padding, dilation) in enumerate(_OFFSET_CASES):
-        x, kernels, expected = _offset_case(seed, batch, groups, per_group, height, width, k, stride, padding, dilation)
+        x, kernels = random_involution_inputs(seed, batch, groups * per_group, height, width, k, stride, padding,
+                                              dilation, groups)
+        expected = involution_loops(x, kernels, stride, padding, dilation)
+        x, kernels = torch.from_numpy(x), torch.from_numpy(kernels)
         cases.append(Case(name, (x, kernels, stride, padding, dilation), expected, why, rtol=1e-9, atol=1e-10))
     return run_cases("involution_offsets_student", involution_offsets_student, cases)

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from typing import Callable, List, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..reference import involution_loops
 from ..shapes import default_padding, output_size
+from .cases import random_involution_inputs
 from .framework import Case, run_cases
 
 __all__ = [
@@ -63,15 +63,10 @@ def check_unfold_shape(unfold_shape: Callable[..., object]) -> bool:
     return run_cases("unfold_shape", unfold_shape, cases)
 
 
-def _random_case(seed: int, batch: int, channels: int, height: int, width: int, k: int, stride: int,
-                 padding: Optional[int], dilation: int, groups: int):
-    """Random float64 ``x (B, C, H, W)`` and ``kernels (B, G, K, K, H', W')`` plus the loops' answer."""
-    rng = np.random.default_rng(seed)
-    pad = default_padding(k, dilation) if padding is None else padding
-    out_h = output_size(height, k, stride, pad, dilation)
-    out_w = output_size(width, k, stride, pad, dilation)
-    x = rng.standard_normal((batch, channels, height, width))
-    kernels = rng.standard_normal((batch, groups, k, k, out_h, out_w))
+def _torch_case(seed: int, batch: int, channels: int, height: int, width: int, k: int, stride: int,
+                padding: Optional[int], dilation: int, groups: int):
+    """Random float64 tensors ``x (B, C, H, W)`` and ``kernels (B, G, K, K, H', W')`` plus the loops' answer."""
+    x, kernels = random_involution_inputs(seed, batch, channels, height, width, k, stride, padding, dilation, groups)
     expected = involution_loops(x, kernels, stride, padding, dilation)
     return torch.from_numpy(x), torch.from_numpy(kernels), expected
 
@@ -85,14 +80,14 @@ def check_involution_unfold(involution_unfold_student: Callable[..., object]) ->
     """
     cases: List[Case] = []
     for seed, (name, why, batch, channels, height, width, k, stride, padding, dilation, groups) in enumerate(_GEOMETRIES):
-        x, kernels, expected = _random_case(seed, batch, channels, height, width, k, stride, padding, dilation, groups)
+        x, kernels, expected = _torch_case(seed, batch, channels, height, width, k, stride, padding, dilation, groups)
         kwargs = dict(stride=stride, padding=padding, dilation=dilation)
         cases.append(Case(name, (x, kernels), expected, why, kwargs=kwargs, rtol=1e-9, atol=1e-10))
-    x, kernels, expected = _random_case(100, 1, 4, 9, 8, 3, 1, None, 2, 2)
+    x, kernels, expected = _torch_case(100, 1, 4, 9, 8, 3, 1, None, 2, 2)
     cases.append(Case("default padding with dilation 2", (x, kernels), expected,
                       "padding=None means dilation * (K - 1) // 2, here 2, not (K - 1) // 2",
                       kwargs=dict(stride=1, padding=None, dilation=2), rtol=1e-9, atol=1e-10))
-    x, kernels, expected = _random_case(101, 2, 8, 6, 6, 3, 1, None, 1, 4)
+    x, kernels, expected = _torch_case(101, 2, 8, 6, 6, 3, 1, None, 1, 4)
     cases.append(Case("8 channels in 4 groups, called with defaults", (x, kernels), expected,
                       "channel c uses group c // (C // G): contiguous blocks of channels share a kernel",
                       rtol=1e-9, atol=1e-10))
