@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PIP_EXTRA ?=
 
-.PHONY: setup lab test student bench bench-suite clean-venv
+.PHONY: setup lab test student notebooks bench bench-suite clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: setup
 
 student: setup
 	$(BIN)/python -m involution_edu.student notebooks student_notebooks
+
+# Re-execute every notebook in place (after editing one), printing how long each took.
+notebooks: setup
+	$(BIN)/python tools/execute_notebooks.py
 
 bench: setup
 	$(BIN)/python -m involution_edu.bench
