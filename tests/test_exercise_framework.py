@@ -96,3 +96,41 @@ def test_compare_prints_exact_approx_and_max_diff(capsys):
     assert "exact: False" in out and "approx: True" in out and "max diff" in out
     assert compare("shape", np.ones(3), np.ones(4)) is False
     assert "shapes differ" in capsys.readouterr().out
+
+
+# Every checker the course ships, whatever its notebook: a student's unfinished or broken answer
+# gives False and a readable verdict, never an exception.
+import involution_edu.exercises as exercises  # noqa: E402
+
+ALL_CHECKERS = sorted(name for name in exercises.__all__ if name.startswith("check_"))
+
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError("Write your solution here")
+
+
+def _crash(*args, **kwargs):
+    return {}["no such key"]
+
+
+def _forgot_return(*args, **kwargs):
+    pass
+
+
+def test_every_notebook_exercise_has_an_exported_checker():
+    assert len(ALL_CHECKERS) >= 27, ALL_CHECKERS
+
+
+@pytest.mark.parametrize("name", ALL_CHECKERS)
+def test_checker_never_raises_on_a_broken_answer(name, capsys):
+    checker = getattr(exercises, name)
+    assert checker(_stub) is False
+    assert "not attempted" in capsys.readouterr().out
+    assert checker(_crash) is False
+    out = capsys.readouterr().out
+    assert "KeyError" in out and "Traceback" not in out
+    assert checker(_forgot_return) is False
+    assert "✗" in capsys.readouterr().out
+    assert checker("not a function") is False
+    out = capsys.readouterr().out
+    assert "expected a function" in out or "'str' object is not callable" in out
