@@ -15,7 +15,7 @@ Layout conventions used throughout the course::
 from __future__ import annotations
 
 import numbers
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 __all__ = [
     "output_size",
@@ -23,6 +23,7 @@ __all__ = [
     "check_positive_int",
     "check_kernel_size",
     "check_involution_args",
+    "group_of_channel",
 ]
 
 
@@ -169,8 +170,3 @@ def check_involution_args(
 def group_of_channel(channel: int, channels: int, groups: int) -> int:
     """The group that channel ``c`` belongs to: ``c // (C // G)`` (contiguous blocks, as in the paper)."""
     return channel // (channels // groups)
-
-
-def shape_str(shape: Optional[Sequence[int]]) -> str:
-    """Format a shape as ``(2, 3, 4)`` for messages."""
-    return "None" if shape is None else "(" + ", ".join(str(int(s)) for s in shape) + ")"
