@@ -102,7 +102,7 @@ def test_compare_prints_exact_approx_and_max_diff(capsys):
 # gives False and a readable verdict, never an exception.
 import involution_edu.exercises as exercises  # noqa: E402
 
-ALL_CHECKERS = sorted(name for name in exercises.__all__ if name.startswith("check_"))
+ALL_CHECKERS = sorted(name for name in exercises.__all__ if name.startswith("check_") and name != "check_answer")
 
 
 def _stub(*args, **kwargs):
@@ -118,7 +118,7 @@ def _forgot_return(*args, **kwargs):
 
 
 def test_every_notebook_exercise_has_an_exported_checker():
-    assert len(ALL_CHECKERS) >= 27, ALL_CHECKERS
+    assert len(ALL_CHECKERS) >= 18, ALL_CHECKERS  # 2-4 exercises in each of 9+ notebooks
 
 
 @pytest.mark.parametrize("name", ALL_CHECKERS)
@@ -134,3 +134,382 @@ def test_checker_never_raises_on_a_broken_answer(name, capsys):
     assert checker("not a function") is False
     out = capsys.readouterr().out
     assert "expected a function" in out or "'str' object is not callable" in out
+
+
+
+# ----------------------------------------------------------------------------------------------
+# Shortcut guard
+# ----------------------------------------------------------------------------------------------
+import functools  # noqa: E402
+
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from checker_harness import ODD_RETURNS, assert_accepts, assert_never_raises, assert_rejects  # noqa: E402
+from involution_edu.exercises.framework import Question, check_answer, find_shortcuts  # noqa: E402
+
+X = torch.randn(1, 2, 5, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+W = torch.randn(3, 2, 3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+CONV_CASES = [Case("1x2x5x6 -> 3 channels", (X, W), F.conv2d(X, W), rtol=1e-9, atol=1e-9)]
+
+
+def conv_clean(x, w):
+    """Allowed torch ops only: unfold on the tensor, einsum."""
+    windows = x.unfold(2, w.shape[2], 1).unfold(3, w.shape[3], 1)
+    return torch.einsum("bchwuv,ocuv->bohw", windows, w)
+
+
+def conv_direct(x, w):
+    return F.conv2d(x, w)
+
+
+def conv_attribute_path(x, w):
+    return torch.nn.functional.conv2d(x, w)
+
+
+def conv_alias_import(x, w):
+    from torch.nn.functional import conv2d as c
+
+    return c(x, w)
+
+
+def conv_module_import(x, w):
+    import torch.nn.functional as G
+
+    return G.conv2d(x, w)
+
+
+def _my_helper(x, w):
+    return F.conv2d(x, w)
+
+
+def conv_via_helper(x, w):
+    return _my_helper(x, w)
+
+
+def _deeper(x, w):
+    return _my_helper(x, w)
+
+
+def conv_via_two_helpers(x, w):
+    return _deeper(x, w)
+
+
+def conv_nested_def(x, w):
+    def inner(a):
+        return F.conv2d(a, w)
+
+    return inner(x)
+
+
+conv_nested_lambda = lambda x, w: (lambda a: torch.nn.functional.conv2d(a, w))(x)  # noqa: E731
+
+
+def _make_closure():
+    op = F.conv2d
+
+    def conv(x, w):
+        return op(x, w)
+
+    return conv
+
+
+def _apply(op, x, w):
+    return op(x, w)
+
+
+def _recursive(x, w, depth=2):
+    return conv_clean(x, w) if depth == 0 else _recursive(x, w, depth - 1)
+
+
+def conv_default_argument(x, w, op=F.conv2d):
+    return op(x, w)
+
+
+def conv_getattr(x, w):
+    return getattr(F, "conv2d")(x, w)
+
+
+class ConvModule(nn.Module):
+    def forward(self, x, w):
+        return F.conv2d(x, w)
+
+
+class CleanModule(nn.Module):
+    def forward(self, x, w):
+        return conv_clean(x, w)
+
+
+SHORTCUTS = {
+    "direct call": conv_direct,
+    "attribute path": conv_attribute_path,
+    "alias import": conv_alias_import,
+    "module import inside": conv_module_import,
+    "inside a helper": conv_via_helper,
+    "two helpers deep": conv_via_two_helpers,
+    "nested def": conv_nested_def,
+    "nested lambda": conv_nested_lambda,
+    "closure": _make_closure(),
+    "functools.partial": functools.partial(_apply, F.conv2d),
+    "default argument": conv_default_argument,
+    "getattr with a string": conv_getattr,
+    "nn.Module instance": ConvModule(),
+    "bound method": ConvModule().forward,
+    "the forbidden function itself": F.conv2d,
+}
+
+
+@pytest.mark.parametrize("how", sorted(SHORTCUTS))
+def test_guard_catches_the_shortcut(how, capsys):
+    candidate = SHORTCUTS[how]
+    assert find_shortcuts(candidate, [F.conv2d]), how
+    ok = run_cases("conv", candidate, CONV_CASES, forbidden=[F.conv2d], what="the convolution")
+    out = capsys.readouterr().out
+    assert ok is False
+    assert "this exercise asks you to write the convolution yourself; your function calls" in out
+    assert "conv2d" in out
+
+
+def test_guard_names_the_alias_and_the_helper():
+    assert find_shortcuts(conv_direct, [F.conv2d]) == ["F.conv2d"]
+    assert find_shortcuts(conv_attribute_path, [F.conv2d]) == ["torch.nn.functional.conv2d"]
+    assert any("_my_helper" in hit for hit in find_shortcuts(conv_via_helper, [F.conv2d]))
+    assert find_shortcuts(_make_closure(), [F.conv2d]) == ["op (= conv2d)"]
+
+
+@pytest.mark.parametrize("candidate", [conv_clean, CleanModule(), functools.partial(_apply, conv_clean), _recursive])
+def test_guard_has_no_false_positive_on_a_clean_solution(candidate, capsys):
+    forbidden = [F.conv2d, torch.conv2d, F.unfold, nn.Conv2d, "torch.nn.functional.conv2d"]
+    assert find_shortcuts(candidate, forbidden) == []
+    assert_accepts(lambda f: run_cases("conv", f, CONV_CASES, forbidden=forbidden, what="the convolution"),
+                   candidate, capsys)
+
+
+def test_method_names_are_forbidden_by_string():
+    assert find_shortcuts(lambda x: x.softmax(-1), [".softmax"]) == [".softmax"]
+    assert find_shortcuts(lambda x: torch.softmax(x, -1), [torch.softmax]) == ["torch.softmax"]
+    assert find_shortcuts(lambda x: x.exp() / x.exp().sum(-1, keepdim=True), [".softmax", torch.softmax]) == []
+
+
+def test_library_implementation_is_caught_under_any_name():
+    import involution_edu.reference as reference
+    from involution_edu.reference import involution_loops as loops
+
+    assert find_shortcuts(lambda x, k: loops(x, k), [reference.involution_loops]) == ["loops (= involution_loops)"]
+    assert find_shortcuts(lambda x, k: reference.involution_loops(x, k), [reference.involution_loops])
+    assert find_shortcuts(lambda x, k: reference.involution_loops(x, k),
+                          ["involution_edu.reference.involution_loops"])
+
+
+def test_guard_never_raises_on_odd_candidates():
+    for candidate in [42, None, "f", object(), print, len, torch.nn.Linear(2, 2), type, functools.partial(print)]:
+        assert isinstance(find_shortcuts(candidate, [F.conv2d, ".softmax"]), list)
+
+
+# ----------------------------------------------------------------------------------------------
+# Verdicts for any return value
+# ----------------------------------------------------------------------------------------------
+ARRAY_CASES = [Case("2x3", (), np.arange(6.0).reshape(2, 3))]
+NUMBER_CASES = [Case("count", (), 42)]
+TUPLE_CASES = [Case("shape", (), (2, 3, 4, 4))]
+TENSOR_CASES = [Case("tensor", (), torch.full((2, 3, 4, 4), 1 / 3, dtype=torch.float64))]
+
+
+@pytest.mark.parametrize("cases", [ARRAY_CASES, NUMBER_CASES, TUPLE_CASES, TENSOR_CASES],
+                         ids=["array", "number", "tuple", "tensor"])
+def test_every_odd_return_gets_a_verdict_without_raising(cases):
+    assert_never_raises(lambda f: run_cases("odd", f, cases))
+
+
+def test_odd_returns_cover_the_contract():
+    labels = {label for label, _ in ODD_RETURNS}
+    for needed in ["meta tensor", "float16 tensor", "bfloat16 tensor", "huge int", "negative int", "string",
+                   "nested list", "ragged list", "object", "generator", "None", "NaN"]:
+        assert needed in labels
+
+
+@pytest.mark.parametrize("value", ["42", "42.0", " 42"])
+def test_a_string_is_never_a_number(value, capsys):
+    assert_rejects(lambda f: run_cases("count", f, NUMBER_CASES), lambda: value, capsys,
+                   "expected a number, got the string")
+
+
+def test_strings_are_not_arrays(capsys):
+    assert_rejects(lambda f: run_cases("grid", f, ARRAY_CASES), lambda: [["0", "1", "2"], ["3", "4", "5"]],
+                   capsys, "strings")
+
+
+def test_verdicts_say_what_was_returned(capsys):
+    cases = {
+        "meta": (TENSOR_CASES, lambda: torch.empty(2, 3, 4, 4, device="meta"), "has shapes but no values"),
+        "meta number": (NUMBER_CASES, lambda: torch.empty((), device="meta"), "no values"),
+        "generator": (ARRAY_CASES, lambda: (i for i in range(6)), "generator"),
+        "ragged": (ARRAY_CASES, lambda: [[0.0, 1.0, 2.0], [3.0, 4.0]], "ragged"),
+        "negative": (NUMBER_CASES, lambda: -42, "cannot be negative"),
+        "huge": (NUMBER_CASES, lambda: 10**400, "expected 42"),
+        "nan": (NUMBER_CASES, lambda: float("nan"), "NaN"),
+        "object": (NUMBER_CASES, lambda: object(), "object"),
+        "bool": (NUMBER_CASES, lambda: True, "bool"),
+        "shape as tensor": (TUPLE_CASES, lambda: torch.empty(2, 3, 4, 4, device="meta"), "meta"),
+    }
+    for name, (table, candidate, needle) in cases.items():
+        assert_rejects(lambda f: run_cases("odd", f, table), candidate, capsys, needle)
+
+
+def test_half_and_bfloat16_answers_are_compared_after_upcasting(capsys):
+    cases = [Case("ones", (), torch.ones(2, 3, dtype=torch.float64), rtol=1e-2)]
+    for dtype in (torch.float16, torch.bfloat16):
+        assert_accepts(lambda f: run_cases("half", f, cases), lambda: torch.ones(2, 3, dtype=dtype), capsys)
+
+
+def test_rounding_only_differences_are_named(capsys):
+    exact = torch.linspace(0.1, 1.0, 7, dtype=torch.float64) / 3
+    cases = [Case("thirds", (), exact, rtol=1e-12, atol=0)]
+    assert_rejects(lambda f: run_cases("r", f, cases), lambda: exact.float(), capsys, "only float32 rounding")
+    assert_rejects(lambda f: run_cases("r", f, cases), lambda: exact.half(), capsys, "only float16 rounding")
+    assert_rejects(lambda f: run_cases("r", f, cases), lambda: exact.bfloat16(), capsys, "only bfloat16 rounding")
+    out = assert_rejects(lambda f: run_cases("r", f, cases), lambda: exact.float() * 1.01, capsys, "wrong values")
+    assert "rounding" not in out
+
+
+def test_huge_ints_compare_exactly(capsys):
+    big = 10**30
+    assert_accepts(lambda f: run_cases("big", f, [Case("big", (), big)]), lambda: big, capsys)
+    assert_rejects(lambda f: run_cases("big", f, [Case("big", (), big, rtol=0, atol=0)]), lambda: big + 1, capsys,
+                   "off by 1")
+
+
+def test_weird_objects_whose_protocols_raise_give_a_verdict(capsys):
+    from checker_harness import _Opaque
+
+    for table in (ARRAY_CASES, NUMBER_CASES, TUPLE_CASES, TENSOR_CASES, [Case("str", (), "abc")],
+                  [Case("dict", (), {"a": 1})]):
+        assert_rejects(lambda f: run_cases("weird", f, table), lambda: _Opaque(), capsys)
+    assert describe_mismatch(_Opaque(), {"a": 1}) is not None
+
+
+# ----------------------------------------------------------------------------------------------
+# Mistakes and the unfinished stub
+# ----------------------------------------------------------------------------------------------
+PARAM_CASES = [Case("bottleneck", (), 1000, why="a block with a shortcut",
+                    mistakes=[(936, "you left out the conv bias (64 values)"),
+                              (872, "you left out BatchNorm's two vectors (128 values)")])]
+
+
+@pytest.mark.parametrize("got, needle", [(936, "conv bias"), (872, "BatchNorm")])
+def test_a_known_wrong_answer_names_the_mistake(got, needle, capsys):
+    out = assert_rejects(lambda f: run_cases("params", f, PARAM_CASES), lambda: got, capsys, needle,
+                         "likely mistake")
+    assert "this case checks" not in out
+
+
+def test_an_unknown_wrong_answer_gets_the_generic_line_and_why(capsys):
+    out = assert_rejects(lambda f: run_cases("params", f, PARAM_CASES), lambda: 999, capsys, "off by -1",
+                         "this case checks: a block with a shortcut")
+    assert "likely mistake" not in out
+
+
+def test_a_mistake_can_be_a_predicate(capsys):
+    cases = [Case("shape", (), (2, 3), mistakes=[(lambda got: tuple(got) == (3, 2), "height and width swapped")])]
+    assert_rejects(lambda f: run_cases("shape", f, cases), lambda: (3, 2), capsys, "swapped")
+
+
+def _started_below_the_raise(a):
+    raise NotImplementedError("write your solution")
+    return 2 * a  # noqa - the learner's code, never reached
+
+
+def _conditional_raise(a):
+    if a is None:
+        raise NotImplementedError("not for None")
+    raise NotImplementedError("still a stub")
+
+
+def test_raise_above_code_tells_the_learner_to_delete_it(capsys):
+    assert run_cases("double", _started_below_the_raise, CASES) is False
+    out = capsys.readouterr().out
+    assert "Delete that line" in out and "raise NotImplementedError" in out
+
+
+def test_plain_stub_is_not_attempted(capsys):
+    assert run_cases("double", _stub, CASES) is False
+    out = capsys.readouterr().out
+    assert "not attempted" in out and "Delete" not in out
+
+
+# ----------------------------------------------------------------------------------------------
+# Questions
+# ----------------------------------------------------------------------------------------------
+CHOICE = Question(
+    "Which output positions change when one input pixel changes (K=3, stride 1)?",
+    answer="b",
+    explanation="the 3x3 neighbourhood: every window containing the pixel.",
+    choices={"a": "only the same position", "b": "a 3x3 neighbourhood", "c": "the whole row", "d": "all of them"},
+    wrong={"a": "each output reads a KxK window, not one pixel", "c": "windows are local in both directions",
+           "d": "involution is local; nothing global here"},
+)
+NUMERIC = Question("How many weights does a 3x3 conv from 64 to 64 channels have (no bias)?", answer=36864,
+                   explanation="64 * 64 * 9", rtol=0, mistakes=[(36928, "that counts the bias too"), (576, "one filter only")])
+
+
+def test_multiple_choice_right_and_wrong(capsys):
+    assert check_answer(CHOICE, "b") is True
+    assert "✓" in capsys.readouterr().out
+    for given in ["B", " (b) ", "a 3x3 neighbourhood"]:
+        assert check_answer(CHOICE, given) is True
+    capsys.readouterr()
+    assert check_answer(CHOICE, "d") is False
+    out = capsys.readouterr().out
+    assert "✗" in out and "involution is local" in out and "3x3 neighbourhood: every window" not in out
+
+
+@pytest.mark.parametrize("given", [None, ...])
+def test_not_answered_yet(given, capsys):
+    assert check_answer(CHOICE, given) is False
+    assert "not answered yet" in capsys.readouterr().out
+    assert check_answer(NUMERIC, given) is False
+    assert "not answered yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("given", ["e", 2, ["a", "b"], 3.5, object(), True, torch.ones(2)])
+def test_odd_choice_answers_are_refused_without_raising(given, capsys):
+    assert check_answer(CHOICE, given) is False
+    assert capsys.readouterr().out.startswith("✗")
+
+
+def test_numeric_right_mistake_and_wrong(capsys):
+    assert check_answer(NUMERIC, 36864) is True
+    assert check_answer(NUMERIC, 36864.0) is True
+    assert check_answer(NUMERIC, torch.tensor(36864)) is True
+    capsys.readouterr()
+    assert check_answer(NUMERIC, 36928) is False
+    assert "counts the bias" in capsys.readouterr().out
+    assert check_answer(NUMERIC, 1234) is False
+    assert "not it" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("given", ["36864", [36864], float("nan"), 10**400, -5, True, object(), 1j, "b"])
+def test_odd_numeric_answers_are_refused_without_raising(given, capsys):
+    assert check_answer(NUMERIC, given) is False
+    out = capsys.readouterr().out
+    assert out.startswith("✗")
+    if given == "36864":
+        assert "the string" in out
+
+
+def test_check_answer_never_raises_on_a_non_question(capsys):
+    assert check_answer("not a question", "a") is False
+    assert "✗" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(answer="b", choices={"a": "x", "b": "y"}), ValueError),                    # missing wrong["a"]
+    (dict(answer="z", choices={"a": "x", "b": "y"}, wrong={"a": "no"}), ValueError),  # answer not a choice
+    (dict(answer="b", choices={"a": "x", "b": "y"}, wrong={"a": "no", "c": "?"}), ValueError),
+    (dict(answer="42"), TypeError),                                                   # numeric as a string
+    (dict(answer=42, wrong={"a": "no"}), ValueError),
+    (dict(answer=42, mistakes=[41]), TypeError),
+])
+def test_question_is_validated_at_construction(kwargs, error):
+    with pytest.raises(error):
+        Question("prompt?", explanation="because", **kwargs)

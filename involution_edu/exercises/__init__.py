@@ -5,9 +5,21 @@ In a notebook, call the checker in the cell after the exercise, e.g.::
     from involution_edu.exercises.loops import check_involution_loops
     check_involution_loops(involution_loops_student)
 
-Every checker runs the student's function on a table of cases, prints one verdict (what is
-wrong, for which case, expected vs got), returns ``True``/``False`` and never raises because
-of the student's mistake. All checkers are also importable from this package.
+Every checker first looks for the shortcuts its exercise forbids (the library's own
+implementation, ``F.conv2d``, ``torch.softmax``, ...: "this exercise asks you to write X
+yourself; your function calls Y"), then runs the learner's function on a table of cases and
+prints one verdict: what is wrong, for which case, expected vs got, and the likely mistake
+when the answer matches a known wrong one. It returns ``True``/``False`` and never raises,
+whatever the function returns (meta or half tensors, strings, generators, ...).
+
+Questions that are not code are :class:`~.framework.Question` objects in each module's
+``QUESTIONS`` dict, checked with :func:`~.framework.check_answer`::
+
+    answer_q1 = "b"
+    check_answer(QUESTIONS["receptive_field"], answer_q1)
+
+Every ``check_*`` function of every module below is also importable from this package
+(re-exported automatically, so a module can add checkers without editing this file).
 
 =====================  =========================================================
 module                 notebook
@@ -21,23 +33,60 @@ module                 notebook
 ``training``           07 · training on real data
 ``performance``        08 · making it fast
 ``attention``          09 · going further
+``triton``             10 · a Triton GPU kernel (when present)
 =====================  =========================================================
 """
 
-from .attention import check_attention_kernels, check_window_softmax
-from .convolution import check_conv2d_loops, check_depthwise_as_involution, check_involution_param_count
-from .framework import Case, compare, run_cases
-from .kernel_generation import check_generate_kernels, check_generated_kernel_elements, check_reshape_kernels
-from .loops import check_involution_loops, check_output_size, check_paper_channel_order
-from .module import (
-    check_group_of_channel,
-    check_involution_forward,
-    check_involution_madds,
-    check_involution_output_shape,
-)
-from .performance import check_arithmetic_intensity, check_bytes_moved, check_involution_offsets
-from .rednet import check_bottleneck_params, check_involution_flops, check_stage_shapes
-from .training import check_accuracy, check_clip_by_global_norm, check_confusion_matrix
-from .vectorize import check_involution_unfold, check_unfold_memory_bytes, check_unfold_shape
+from __future__ import annotations
 
-__all__ = [name for name in dir() if name.startswith("check_")] + ["Case", "compare", "run_cases"]
+import importlib
+
+from .framework import Case, Question, check_answer, compare, describe_mismatch, find_shortcuts, run_cases, to_numpy
+
+#: The checker modules, in course order; ``check_*`` names of each are re-exported here.
+CHECKER_MODULES = (
+    "convolution",
+    "loops",
+    "vectorize",
+    "kernel_generation",
+    "module",
+    "rednet",
+    "training",
+    "performance",
+    "attention",
+    "triton",
+)
+
+#: Modules that could not be imported (name -> the error), e.g. one being rewritten.
+IMPORT_ERRORS = {}
+
+
+def _reexport_checkers() -> None:
+    for _module_name in CHECKER_MODULES:
+        try:
+            _module = importlib.import_module(f"{__name__}.{_module_name}")
+        except ModuleNotFoundError as error:
+            if error.name == f"{__name__}.{_module_name}":
+                continue  # an optional module (e.g. triton) that does not exist yet
+            IMPORT_ERRORS[_module_name] = error
+            continue
+        except ImportError as error:  # pragma: no cover - a module mid-edit
+            IMPORT_ERRORS[_module_name] = error
+            continue
+        for _name in dir(_module):
+            if _name.startswith("check_") and callable(getattr(_module, _name)) and _name != "check_answer":
+                globals()[_name] = getattr(_module, _name)
+
+
+_reexport_checkers()
+
+__all__ = sorted(name for name in globals() if name.startswith("check_") and name != "check_answer") + [
+    "Case",
+    "Question",
+    "check_answer",
+    "compare",
+    "describe_mismatch",
+    "find_shortcuts",
+    "run_cases",
+    "to_numpy",
+]
