@@ -1,5 +1,6 @@
 # involution_edu: `make lab` opens the course, `make test` runs every test.
-# Both create .venv on first use. Override TORCH_SPEC (and PIP_EXTRA) to choose a torch build,
+# Both create .venv on first use (with the test and triton extras: the Triton kernels are tested
+# on the CPU with Triton's interpreter). Override TORCH_SPEC (and PIP_EXTRA) to choose a torch build,
 # e.g. on a machine without a GPU elsewhere:
 #   make lab PIP_EXTRA="--index-url https://download.pytorch.org/whl/cpu" TORCH_SPEC=torch
 PYTHON ?= python3
@@ -14,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,triton]"
 	touch $@
 
 setup: $(VENV)/.installed

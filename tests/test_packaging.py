@@ -1,12 +1,17 @@
 """Packaging and entry points: pyproject.toml and environment.yml agree, the README's two
-commands exist in the Makefile, CI runs `make test`, the licence is there, the version is one."""
+commands exist in the Makefile, CI runs `make test`, the licence is there, the version is one,
+and the optional Triton extra is pinned, installed by `make test` and by environment.yml."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import platform
 import re
 import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 import involution_edu
 
@@ -100,8 +105,87 @@ def test_environment_yml_python_matches_requires_python():
     assert conda["python"] == _pyproject()["project"]["requires-python"].replace(" ", "")
 
 
+EDITABLE = re.compile(r"""-e\s+["']?\.(?:\[([\w,\s-]*)\])?["']?""")
+
+
+def _editable_extras(text: str) -> set[str] | None:
+    """The extras of the first ``-e .[a,b]`` install in ``text`` (``set()`` for a bare ``-e .``)."""
+    match = EDITABLE.search(text)
+    if match is None:
+        return None
+    return {extra.strip() for extra in (match.group(1) or "").split(",") if extra.strip()}
+
+
+def test_editable_extras_parser():
+    assert _editable_extras('pip install --quiet -e ".[test,triton]"') == {"test", "triton"}
+    assert _editable_extras("      - -e .[triton]  # comment") == {"triton"}
+    assert _editable_extras("      - -e .\n") == set()
+    assert _editable_extras("pip install numpy") is None
+
+
+def _makefile_setup_extras() -> set[str]:
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^\$\(VENV\)/\.installed:.*\n((?:\t.*\n?)+)", makefile, re.MULTILINE)
+    assert recipe, "the Makefile's setup rule ($(VENV)/.installed) is missing"
+    extras = _editable_extras(recipe.group(1))
+    assert extras is not None, "the setup rule does not install the package itself (-e .)"
+    return extras
+
+
 def test_environment_yml_installs_the_package_itself():
-    assert re.search(r"^\s+-\s+-e\s+\.\s*$", (ROOT / "environment.yml").read_text(), re.MULTILINE)
+    pip_block = (ROOT / "environment.yml").read_text().split("- pip:", 1)
+    assert len(pip_block) == 2, "environment.yml has no pip: block"
+    assert _editable_extras(pip_block[1]) is not None, "environment.yml's pip: block does not install -e ."
+
+
+def test_make_test_installs_the_test_and_triton_extras():
+    extras = _makefile_setup_extras()
+    assert {"test", "triton"} <= extras
+    assert extras <= set(_pyproject()["project"]["optional-dependencies"]), "the Makefile names an unknown extra"
+
+
+def test_environment_yml_covers_every_extra_make_test_installs():
+    """An extra is covered either by the pip block's ``-e .[extra]`` or by conda entries for all its packages."""
+    pip_extras = _editable_extras((ROOT / "environment.yml").read_text().split("- pip:", 1)[1])
+    conda = _conda_requirements()
+    optional = _pyproject()["project"]["optional-dependencies"]
+    for extra in _makefile_setup_extras():
+        if extra in pip_extras:
+            continue
+        missing = [_split(r)[0] for r in optional[extra] if _split(r)[0] not in conda]
+        assert not missing, f"environment.yml installs neither .[{extra}] nor {missing}"
+
+
+def _triton_requirement() -> Requirement:
+    requirements = [Requirement(r) for r in _pyproject()["project"]["optional-dependencies"]["triton"]]
+    assert [r.name for r in requirements] == ["triton"]
+    return requirements[0]
+
+
+def test_triton_extra_is_one_exact_pin():
+    specifiers = list(_triton_requirement().specifier)
+    assert len(specifiers) == 1 and specifiers[0].operator == "==", specifiers
+
+
+def test_triton_extra_only_where_triton_publishes_wheels():
+    """On macOS or Windows the extra installs nothing (so `make test` still installs there)."""
+    marker = _triton_requirement().marker
+    assert marker is not None
+    base = {"python_version": "3.11", "platform_machine": "x86_64"}
+    assert marker.evaluate({**base, "platform_system": "Linux"})
+    assert marker.evaluate({**base, "platform_system": "Linux", "platform_machine": "aarch64"})
+    assert not marker.evaluate({**base, "platform_system": "Darwin", "platform_machine": "arm64"})
+    assert not marker.evaluate({**base, "platform_system": "Windows", "platform_machine": "AMD64"})
+
+
+def test_installed_triton_is_the_pinned_one():
+    """Where the extra applies, `make test` installed exactly the pinned release."""
+    requirement = _triton_requirement()
+    if not requirement.marker.evaluate():
+        assert platform.system() != "Linux" or platform.machine() not in ("x86_64", "aarch64")
+        return
+    installed = importlib.metadata.version("triton")
+    assert installed in requirement.specifier, f"triton {installed} is installed, pyproject.toml pins {requirement.specifier}"
 
 
 def test_version_is_pyprojects():
