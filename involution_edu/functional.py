@@ -1,4 +1,4 @@
-"""Involution in PyTorch: the paper's unfold formulation and a memory-lean default op.
+"""Involution in PyTorch: the paper's unfold formulation and the library's op with backends.
 
 Both functions take the same arguments and layout as the NumPy references in
 :mod:`involution_edu.reference`::
@@ -10,41 +10,72 @@ Both functions take the same arguments and layout as the NumPy references in
 * :func:`involution_unfold` is the paper's formulation: ``F.unfold`` copies every
   ``K x K`` window into a tensor ``K^2`` times the size of the output, then one broadcast
   multiply and a sum. Simple, differentiable by autograd, but memory-hungry.
-* :func:`involution` never builds that tensor. It loops over the ``K^2`` kernel offsets
-  ``(u, v)`` and accumulates ``kernels[:, :, u, v] * x_shifted(u, v)`` into the output,
-  where ``x_shifted`` is a strided *view* of the padded input. Its backward, written by hand
-  in :class:`InvolutionFunction`, does the same in reverse, so forward and backward need
-  memory of the order of input + kernels + output only.
+* :func:`involution` never builds that tensor. It calls the custom operator
+  ``torch.ops.involution_edu.involution`` (:mod:`involution_edu.ops`), whose backward is two
+  more operators, ``involution_grad_x`` and ``involution_grad_kernels``, so forward and
+  backward need memory of the order of input + kernels + output only.
 
 Backends of :func:`involution` (choose with ``backend=...`` or :func:`set_default_backend`):
 
-* ``"eager"``: the offset loop above, in plain PyTorch. Works on every device and dtype,
-  supports double backward, but makes ``K^2`` passes over memory.
+* ``"eager"``: a loop over the ``K^2`` kernel offsets ``(u, v)`` in plain PyTorch that
+  accumulates ``kernels[:, :, u, v] * x_shifted(u, v)`` into the output, where ``x_shifted``
+  is a strided *view* of the padded input. Works on every device; ``K^2`` passes over memory.
 * ``"native"``: a C++ kernel (:mod:`involution_edu.native`) compiled with the system
-  compiler on first use (a few seconds, then cached) and run with OpenMP. One pass per
-  output element over its ``K x K`` taps, like the paper's CUDA kernel; CPU, float32 and
-  float64, first-order gradients only.
-* ``"auto"`` (the default): ``"native"`` when it is available and supports the tensors,
-  otherwise ``"eager"``. Results agree to rounding error whichever is used.
+  compiler on first use (then cached) and run with OpenMP. One pass per output element over
+  its ``K x K`` taps, like the paper's CUDA kernel; CPU tensors of dtype float32 or float64.
+* ``"triton"``: Triton kernels (:mod:`involution_edu.triton_backend`, needs ``triton``) on
+  CUDA tensors, or on the CPU under Triton's interpreter (``TRITON_INTERPRET=1``).
+* ``"auto"`` (the default): ``"triton"`` for CUDA tensors when Triton imports, ``"native"``
+  for CPU float32/float64 tensors when the kernel is built, otherwise ``"eager"``. The choice
+  depends only on the device, the dtype and what is installed, so it is the same in eager
+  mode and under ``torch.compile`` / ``torch.export`` (whose fake tensors have no data).
+  Results agree to rounding error whichever backend runs.
+
+One operator for PyTorch's tools. Because the op is registered with
+:func:`torch.library.custom_op` (with shape-only "fake" implementations that keep symbolic
+sizes symbolic), ``torch.compile`` (no graph break, any backend), ``torch.export`` (dynamic
+batch and spatial sizes), ``torch.jit.trace``, ``torch.func`` (``vmap``, ``grad``, ``jacrev``)
+and ``torch.library.opcheck`` all see one operator. A traced graph replayed at sizes that
+do not fit its kernels raises ``ValueError`` instead of reading out of bounds.
+
+Derivatives of every order. The involution is bilinear (linear in ``x`` and linear in the
+kernels), so the derivative of each of the three operators is again one of them (see
+:mod:`involution_edu.ops`). Gradient penalties (``create_graph=True``), ``gradgradcheck`` and
+Hessian-vector products are therefore exact on every backend, native and Triton included.
+
+Half precision and autocast. float16 and bfloat16 inputs are accumulated in float32 on
+every backend and the result rounded once to the input dtype. Inside
+``torch.autocast(device, dtype=...)`` the op behaves like a convolution: ``x`` and the
+kernels (float64 excepted) are cast to the autocast dtype, so a float32 input with
+low-precision kernels from an autocast convolution is fine.
+
+Non-finite values. The zero padding takes part in the sum like any other value: a padded
+tap multiplies a zero, so an infinite or NaN kernel value on a padded tap gives NaN in that
+output, exactly as in the paper's unfold code (``0 * inf = NaN``).
+
+ONNX. During a legacy ONNX export (``torch.onnx.export(..., dynamo=False)``),
+:func:`involution` runs :func:`involution_unfold` instead of the op, so the exported graph is
+the paper's formulation in standard ONNX operators. Calling the bare operator
+``torch.ops.involution_edu.involution`` in an exported model raises the exporter's
+``UnsupportedOperatorError`` naming it, never a silently wrong graph.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from . import native as _native
-from .shapes import check_involution_args
+from . import ops as _ops
+from .shapes import check_involution_args, check_non_negative_int, check_positive_int, default_padding, output_size
 
 __all__ = [
     "involution",
     "involution_unfold",
     "check_tensors",
-    "InvolutionFunction",
-    "NativeInvolutionFunction",
     "BACKENDS",
     "available_backends",
     "get_default_backend",
@@ -52,10 +83,43 @@ __all__ = [
     "resolve_backend",
 ]
 
-BACKENDS = ("auto", "eager", "native")
+BACKENDS = ("auto", "eager", "native", "triton")
 """Names accepted by ``involution(..., backend=...)``."""
 
 _default_backend = "auto"
+
+
+def _is_symbolic(*shapes) -> bool:
+    return any(isinstance(size, torch.SymInt) for shape in shapes for size in shape)
+
+
+def _check_symbolic_shapes(x: torch.Tensor, kernels: torch.Tensor, stride, padding, dilation):
+    """:func:`~involution_edu.shapes.check_involution_args` for symbolic sizes (``torch.compile``
+    with dynamic shapes, ``torch.export``): relations between sizes become ``torch._check``
+    assertions instead of Python ``int`` conversions, which would specialise every size."""
+    if x.dim() != 4:
+        raise ValueError(f"x must be 4-D (B, C, H, W), got {x.dim()}-D with shape {tuple(x.shape)}")
+    if kernels.dim() != 6:
+        raise ValueError(f"kernels must be 6-D (B, G, K, K, H', W'), got {kernels.dim()}-D with shape {tuple(kernels.shape)}")
+    kernel_size = kernels.shape[2]
+    torch._check(kernels.shape[2] == kernels.shape[3], lambda: "kernels must hold square K x K kernels in dims 2 and 3")
+    stride = check_positive_int("stride", stride)
+    dilation = check_positive_int("dilation", dilation)
+    if padding is None:
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd when padding is left to its default, got K={kernel_size}")
+        padding = default_padding(kernel_size, dilation)
+    else:
+        padding = check_non_negative_int("padding", padding)
+    out_h = output_size(x.shape[2], kernel_size, stride, padding, dilation)
+    out_w = output_size(x.shape[3], kernel_size, stride, padding, dilation)
+    torch._check(kernels.shape[0] == x.shape[0], lambda: "kernels batch size must equal x's batch size")
+    torch._check(x.shape[1] % kernels.shape[1] == 0, lambda: "x's channels must be divisible by the groups G = kernels.shape[1]")
+    torch._check(out_h >= 1, lambda: "x is too small for the window")
+    torch._check(out_w >= 1, lambda: "x is too small for the window")
+    torch._check(kernels.shape[4] == out_h, lambda: "kernels spatial size must be the output size (H', W')")
+    torch._check(kernels.shape[5] == out_w, lambda: "kernels spatial size must be the output size (H', W')")
+    return stride, padding, dilation, out_h, out_w
 
 
 def check_tensors(
@@ -64,19 +128,27 @@ def check_tensors(
     stride: object = 1,
     padding: object = None,
     dilation: object = 1,
+    *,
+    same_dtype: bool = True,
 ) -> Tuple[int, int, int, int, int]:
-    """Validate types, dtypes, devices and shapes; return ``(stride, padding, dilation, H', W')``."""
+    """Validate types, dtypes, devices and shapes; return ``(stride, padding, dilation, H', W')``.
+
+    ``same_dtype=False`` skips the dtype comparison (inside ``torch.autocast`` the op casts both).
+    Symbolic sizes (``torch.compile``/``torch.export``) are checked without specialising them.
+    """
     for name, value in (("x", x), ("kernels", kernels)):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
         if not value.is_floating_point():
             raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
-    if x.dtype != kernels.dtype:
+    if same_dtype and x.dtype != kernels.dtype:
         raise TypeError(
             f"kernels must have the same dtype as x ({x.dtype}), got {kernels.dtype}; convert one of them"
         )
     if x.device != kernels.device:
         raise ValueError(f"kernels must be on the same device as x ({x.device}), got {kernels.device}")
+    if _is_symbolic(x.shape, kernels.shape):
+        return _check_symbolic_shapes(x, kernels, stride, padding, dilation)
     return check_involution_args(x.shape, kernels.shape, stride, padding, dilation)
 
 
@@ -99,7 +171,7 @@ def involution_unfold(
     """
     stride, padding, dilation, out_h, out_w = check_tensors(x, kernels, stride, padding, dilation)
     batch, channels = x.shape[:2]
-    groups, kernel_size = kernels.shape[1], kernels.shape[2]
+    groups, kernel_size = kernels.shape[1], int(kernels.shape[2])  # int: ONNX export traces sizes as tensors
     # windows: (B, C * K * K, H' * W'), channel-major then (u, v): viewed as (B, G, C/G, K*K, H', W')
     windows = F.unfold(x, kernel_size, dilation=dilation, padding=padding, stride=stride)
     windows = windows.view(batch, groups, channels // groups, kernel_size * kernel_size, out_h, out_w)
@@ -107,104 +179,35 @@ def involution_unfold(
     return (taps * windows).sum(dim=3).view(batch, channels, out_h, out_w)
 
 
-def _shifted(x_padded: torch.Tensor, u: int, v: int, stride: int, dilation: int, out_h: int, out_w: int) -> torch.Tensor:
-    """View of the padded input that tap ``(u, v)`` reads at every output position.
-
-    ``x_padded``: ``(..., Hp, Wp)`` -> result ``(..., H', W')`` with
-    ``result[..., i, j] = x_padded[..., i*stride + u*dilation, j*stride + v*dilation]``.
-    """
-    row0, col0 = u * dilation, v * dilation
-    return x_padded[..., row0 : row0 + (out_h - 1) * stride + 1 : stride, col0 : col0 + (out_w - 1) * stride + 1 : stride]
+@torch.compiler.assume_constant_result
+def _native_ready() -> bool:
+    """Whether the native kernel is built and loaded (builds it on the first call). A constant for
+    ``torch.compile``: decided once, outside the traced graph, like any other configuration."""
+    return _native.native_available()
 
 
-def _forward(x: torch.Tensor, kernels: torch.Tensor, stride: int, padding: int, dilation: int, out_h: int, out_w: int) -> torch.Tensor:
-    batch, channels = x.shape[:2]
-    groups, kernel_size = kernels.shape[1], kernels.shape[2]
-    x_padded = F.pad(x, (padding,) * 4)
-    x_padded = x_padded.view(batch, groups, channels // groups, *x_padded.shape[2:])  # (B, G, C/G, Hp, Wp)
-    out = x.new_zeros(batch, groups, channels // groups, out_h, out_w)
-    for u in range(kernel_size):
-        for v in range(kernel_size):
-            tap = kernels[:, :, u, v].unsqueeze(2)  # (B, G, 1, H', W'), shared by the group's channels
-            out.addcmul_(_shifted(x_padded, u, v, stride, dilation, out_h, out_w), tap)
-    return out.view(batch, channels, out_h, out_w)
+@torch.compiler.assume_constant_result
+def _triton_importable() -> bool:
+    module = _ops.triton_module()
+    return module is not None and module.triton_available()
 
 
-class InvolutionFunction(torch.autograd.Function):
-    """Memory-lean involution with a hand-written backward.
-
-    Forward:  ``y = sum_{u,v} K[:, g, u, v] * shift_{u,v}(x)``.
-    Backward: ``dL/dK[:, g, u, v] = sum_{c in g} dL/dy[:, c] * shift_{u,v}(x)[:, c]`` and
-    ``dL/dx`` scatters ``dL/dy * K[:, g, u, v]`` back through each shift (a strided add into a
-    zero-padded buffer). No tensor bigger than the padded input is ever allocated.
-    """
-
-    @staticmethod
-    def forward(ctx, x, kernels, stride, padding, dilation, out_h, out_w):  # type: ignore[override]
-        ctx.save_for_backward(x, kernels)
-        ctx.params = (stride, padding, dilation, out_h, out_w)
-        return _forward(x, kernels, stride, padding, dilation, out_h, out_w)
-
-    @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
-        x, kernels = ctx.saved_tensors
-        stride, padding, dilation, out_h, out_w = ctx.params
-        batch, channels, height, width = x.shape
-        groups, kernel_size = kernels.shape[1], kernels.shape[2]
-        per_group = channels // groups
-        grad_out = grad_out.reshape(batch, groups, per_group, out_h, out_w)
-        need_x, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        padded_shape = (batch, groups, per_group, height + 2 * padding, width + 2 * padding)
-        grad_x_padded = x.new_zeros(padded_shape) if need_x else None
-        grad_kernels = torch.empty_like(kernels) if need_k else None
-        x_padded = F.pad(x, (padding,) * 4).view(padded_shape) if need_k else None
-        for u in range(kernel_size):
-            for v in range(kernel_size):
-                if need_k:
-                    window = _shifted(x_padded, u, v, stride, dilation, out_h, out_w)
-                    grad_kernels[:, :, u, v] = (grad_out * window).sum(dim=2)
-                if need_x:
-                    tap = kernels[:, :, u, v].unsqueeze(2)
-                    _shifted(grad_x_padded, u, v, stride, dilation, out_h, out_w).addcmul_(grad_out, tap)
-        grad_x = None
-        if need_x:
-            grad_x = grad_x_padded.view(batch, channels, height + 2 * padding, width + 2 * padding)
-            grad_x = grad_x[:, :, padding : padding + height, padding : padding + width]
-        return grad_x, grad_kernels, None, None, None, None, None
-
-
-class NativeInvolutionFunction(torch.autograd.Function):
-    """Involution with the native C++ kernel (:mod:`involution_edu.native`), forward and backward.
-
-    Same results as :class:`InvolutionFunction`; ``grad_out`` may have any strides. Memory:
-    the output, the gradients and one group's channels-last planes per thread. The backward
-    is not itself differentiable (a second derivative raises ``RuntimeError``).
-    """
-
-    @staticmethod
-    def forward(ctx, x, kernels, stride, padding, dilation, out_h, out_w):  # type: ignore[override]
-        ctx.save_for_backward(x, kernels)
-        ctx.params = (stride, padding, dilation)
-        return _native.native_forward(x, kernels, stride, padding, dilation, out_h, out_w)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):  # type: ignore[override]
-        x, kernels = ctx.saved_tensors
-        stride, padding, dilation = ctx.params
-        grad_x, grad_kernels = _native.native_backward(
-            x, kernels, grad_out, stride, padding, dilation,
-            need_x=ctx.needs_input_grad[0], need_kernels=ctx.needs_input_grad[1],
-        )
-        return grad_x, grad_kernels, None, None, None, None, None
+@torch.compiler.assume_constant_result
+def _triton_interpreting() -> bool:
+    module = _ops.triton_module()
+    return module is not None and "TRITON_INTERPRET" in os.environ and module.triton_interpreting()
 
 
 def available_backends() -> Tuple[str, ...]:
     """The concrete backends usable in this process, e.g. ``("eager", "native")``.
 
-    Building the native kernel is attempted (once) by this call.
+    Building the native kernel is attempted (once) by this call. ``"triton"`` is listed when
+    Triton imports and either a CUDA device is present or its interpreter is on.
     """
-    return ("eager", "native") if _native.native_available() else ("eager",)
+    backends = ("eager", "native") if _native.native_available() else ("eager",)
+    if _triton_importable() and (torch.cuda.is_available() or _triton_interpreting()):
+        backends += ("triton",)
+    return backends
 
 
 def get_default_backend() -> str:
@@ -226,27 +229,54 @@ def set_default_backend(backend: str) -> str:
     return previous
 
 
-def resolve_backend(backend: Optional[str], x: torch.Tensor, kernels: torch.Tensor) -> str:
-    """The concrete backend (``"eager"`` or ``"native"``) that :func:`involution` will run.
+def _effective_dtype(x: torch.Tensor, kernels: torch.Tensor) -> torch.dtype:
+    """The dtype the op computes in: the autocast dtype inside ``torch.autocast`` (float64 excepted)."""
+    device = x.device.type
+    if device in ("cpu", "cuda") and torch.is_autocast_enabled(device) and x.dtype != torch.float64:
+        return torch.get_autocast_dtype(device)
+    return x.dtype
 
-    ``None`` means the default backend; ``"auto"`` picks ``"native"`` when it is built and
-    supports the tensors (CPU, float32/float64), else ``"eager"``. Asking for ``"native"``
-    where it cannot run raises ``RuntimeError`` saying why.
+
+def resolve_backend(backend: Optional[str], x: torch.Tensor, kernels: torch.Tensor) -> str:
+    """The concrete backend (``"eager"``, ``"native"`` or ``"triton"``) that :func:`involution` will run.
+
+    ``None`` means the default backend. ``"auto"`` looks only at the device, the dtype and
+    what is available: CUDA + Triton importable -> ``"triton"``; CPU float32/float64 with the
+    native kernel built -> ``"native"``; else ``"eager"``. So under ``torch.compile`` it picks
+    what it picks in eager mode. Asking for a backend where it cannot run raises
+    ``RuntimeError`` saying why.
     """
     backend = _check_backend_name(_default_backend if backend is None else backend)
     if backend == "eager":
         return "eager"
-    supported = _native.native_supports(x, kernels)
+    device = x.device.type
+    dtype = _effective_dtype(x, kernels)
     if backend == "auto":
-        return "native" if supported and _native.native_available() else "eager"
-    if not supported:
+        if device == "cuda" and _triton_importable():
+            return "triton"
+        if device == "cpu" and dtype in (torch.float32, torch.float64) and _native_ready():
+            return "native"
+        return "eager"
+    if backend == "native":
+        if device != "cpu" or dtype not in (torch.float32, torch.float64):
+            raise RuntimeError(
+                f"backend='native' needs CPU tensors of dtype float32 or float64, got {dtype} on {x.device}; "
+                f"use backend='eager' or 'auto'"
+            )
+        if not _native_ready():
+            raise RuntimeError(f"backend='native' is unavailable here: {_native.native_error()}")
+        return "native"
+    # backend == "triton"
+    if not _triton_importable():
+        module = _ops.triton_module()
+        why = module.triton_error() if module is not None else "involution_edu.triton_backend failed to import"
+        raise RuntimeError(f"backend='triton' is unavailable here: {why}")
+    if not (device == "cuda" or (device == "cpu" and _triton_interpreting())):
         raise RuntimeError(
-            f"backend='native' needs CPU tensors of dtype float32 or float64, got {x.dtype} on {x.device}; "
-            f"use backend='eager' or 'auto'"
+            f"backend='triton' needs CUDA tensors, got tensors on {x.device}; to run the Triton kernels on the "
+            f"CPU with Triton's interpreter set TRITON_INTERPRET=1 before importing triton, or use backend='eager'"
         )
-    if not _native.native_available():
-        raise RuntimeError(f"backend='native' is unavailable here: {_native.native_error()}")
-    return "native"
+    return "triton"
 
 
 def involution(
@@ -261,19 +291,23 @@ def involution(
 
     Args:
         x: ``(B, C, H, W)``, floating point.
-        kernels: ``(B, G, K, K, H', W')``, same dtype and device as ``x``.
+        kernels: ``(B, G, K, K, H', W')``, same dtype (outside ``torch.autocast``) and device as ``x``.
         stride: step between output positions.
         padding: zeros on every side; ``None`` means ``dilation * (K - 1) // 2``.
         dilation: spacing between kernel taps.
-        backend: ``"auto"``, ``"eager"`` or ``"native"`` (see the module docstring);
-            ``None`` uses :func:`get_default_backend` (``"auto"`` unless changed).
+        backend: ``"auto"``, ``"eager"``, ``"native"`` or ``"triton"`` (see the module
+            docstring); ``None`` uses :func:`get_default_backend` (``"auto"`` unless changed).
 
     Returns:
-        ``(B, C, H', W')``. Differentiable in ``x`` and ``kernels``; forward and backward
-        allocate O(input + kernels + output) memory, never the ``K^2``-times-larger unfold.
-        With the native backend the output is channels last when ``x`` is.
+        ``(B, C, H', W')``, contiguous, in ``x``'s dtype (the autocast dtype inside
+        ``torch.autocast``). Differentiable in ``x`` and ``kernels`` to any order; forward and
+        backward allocate O(input + kernels + output) memory, never the ``K^2``-times-larger
+        unfold.
     """
-    stride, padding, dilation, out_h, out_w = check_tensors(x, kernels, stride, padding, dilation)
-    if resolve_backend(backend, x, kernels) == "native":
-        return NativeInvolutionFunction.apply(x, kernels, stride, padding, dilation, out_h, out_w)
-    return InvolutionFunction.apply(x.contiguous(), kernels, stride, padding, dilation, out_h, out_w)
+    autocast = isinstance(x, torch.Tensor) and x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
+    stride, padding, dilation, _, _ = check_tensors(x, kernels, stride, padding, dilation, same_dtype=not autocast)
+    if not torch.compiler.is_compiling() and torch.onnx.is_in_onnx_export():
+        # The legacy ONNX exporter traces PyTorch operators; it gets the paper's formulation.
+        return involution_unfold(x, kernels, stride, padding, dilation)
+    name = resolve_backend(backend, x, kernels)
+    return _ops.involution_op(x, kernels, stride, padding, dilation, name)

@@ -214,12 +214,16 @@ def test_auto_falls_back_to_eager_for_dtypes_native_lacks(dtype):
         involution(x.to(dtype), kernels.to(dtype), backend="native")
 
 
-def test_native_backward_is_first_order_only():
+def test_native_second_derivative_equals_unfold():
+    # The op's backward is made of the op's own forward/grad ops, so the native backend
+    # differentiates twice (H2's ops.py); tests/test_ops.py runs gradgradcheck on it.
     case = make_case(1, 1, 2, 3, 1, 1, 4, 4, seed=6)
-    x, kernels = case.tensors(requires_grad=True)
-    (g,) = torch.autograd.grad(involution(x, kernels, backend="native").pow(2).sum(), kernels, create_graph=True)
-    with pytest.raises(RuntimeError):
-        torch.autograd.grad(g.sum(), x)
+    grads = []
+    for op in (lambda a, b: involution(a, b, backend="native"), involution_unfold):
+        x, kernels = case.tensors(requires_grad=True)
+        (g,) = torch.autograd.grad(op(x, kernels).pow(2).sum(), kernels, create_graph=True)
+        grads.append(torch.autograd.grad(g.sum(), x)[0])
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("backend", CONCRETE)
@@ -245,7 +249,7 @@ def test_backend_names_are_checked():
         involution(x, kernels, backend="cuda")
     with pytest.raises(ValueError, match="backend"):
         set_default_backend("fast")
-    assert set(BACKENDS) == {"auto", "eager", "native"}
+    assert set(BACKENDS) == {"auto", "eager", "native", "triton"}
 
 
 def test_default_backend_can_be_set_and_restored():
