@@ -513,3 +513,43 @@ def test_check_answer_never_raises_on_a_non_question(capsys):
 def test_question_is_validated_at_construction(kwargs, error):
     with pytest.raises(error):
         Question("prompt?", explanation="because", **kwargs)
+
+
+def _checker_wrapper(candidate):
+    """What a checker module does to the learner's function (e.g. run it under no_grad)."""
+    reference = F.conv2d  # the checker's own oracle, closed over: not the learner's shortcut
+
+    def wrapped(x, w):
+        with torch.no_grad():
+            _ = reference
+            return candidate(x, w)
+
+    wrapped.__module__ = "involution_edu.exercises.some_notebook"
+    return wrapped
+
+
+def test_guard_sees_through_a_checker_wrapper_to_the_learners_function():
+    assert find_shortcuts(_checker_wrapper(conv_clean), [F.conv2d]) == []
+    assert find_shortcuts(_checker_wrapper(conv_via_helper), [F.conv2d])
+    assert find_shortcuts(_checker_wrapper(F.conv2d), [F.conv2d]) == []  # a bare wrapper cannot tell them apart,
+
+    def wraps_wrapper(candidate):  # so a checker that wraps uses functools.wraps (sets __wrapped__)
+        @functools.wraps(candidate)
+        def wrapped(x, w):
+            return candidate(x, w)
+
+        wrapped.__module__ = "involution_edu.exercises.some_notebook"
+        return wrapped
+
+    assert find_shortcuts(wraps_wrapper(F.conv2d), [F.conv2d])
+    assert find_shortcuts(wraps_wrapper(conv_via_helper), [F.conv2d])
+    assert find_shortcuts(wraps_wrapper(conv_clean), [F.conv2d]) == []
+
+
+def test_not_implemented_from_a_library_op_is_an_error_not_a_stub(capsys):
+    def on_meta(x, w):
+        return F.conv2d(x.to("meta"), w.to("meta")).cpu()  # torch cannot copy a meta tensor: it raises
+
+    assert run_cases("conv", on_meta, CONV_CASES) is False
+    out = capsys.readouterr().out
+    assert "raised NotImplementedError" in out and "not attempted" not in out
