@@ -62,6 +62,10 @@ def involution_loops(
         ``y`` of shape ``(B, C, H', W')`` with
         ``y[b, c, i, j] = sum_{u, v} kernels[b, c // (C // G), u, v, i, j]
         * x[b, c, i*s + u*d - p, j*s + v*d - p]`` (zero outside ``x``).
+
+    Padded taps are not skipped: the kernel value multiplies the padding's zero, so an infinite
+    or NaN kernel value on a padded tap makes that output NaN (``inf * 0``), exactly as the
+    paper's unfold formulation and every backend of :func:`involution_edu.functional.involution`.
     """
     x = _as_float_array("x", x)
     kernels = _as_float_array("kernels", kernels)
@@ -72,20 +76,24 @@ def involution_loops(
     groups, kernel_size = kernels.shape[1], kernels.shape[2]
     channels_per_group = channels // groups
 
+    # Zero padding, written out: every one of the K x K taps multiplies a pixel, a padding zero
+    # included, as in the paper's unfold code (so an inf or NaN kernel value on a padded tap gives
+    # NaN, in every backend of this package).
+    x_padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     y = np.zeros((batch, channels, out_h, out_w), dtype=np.result_type(x, kernels, np.float32))
-    for b in range(batch):
-        for c in range(channels):
-            g = c // channels_per_group  # contiguous channel blocks share one kernel
-            for i in range(out_h):
-                for j in range(out_w):
-                    total = 0.0
-                    for u in range(kernel_size):
-                        for v in range(kernel_size):
-                            row = i * stride + u * dilation - padding
-                            col = j * stride + v * dilation - padding
-                            if 0 <= row < height and 0 <= col < width:  # zero padding
-                                total += kernels[b, g, u, v, i, j] * x[b, c, row, col]
-                    y[b, c, i, j] = total
+    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 = NaN is the intended result
+        for b in range(batch):
+            for c in range(channels):
+                g = c // channels_per_group  # contiguous channel blocks share one kernel
+                for i in range(out_h):
+                    for j in range(out_w):
+                        total = 0.0
+                        for u in range(kernel_size):
+                            for v in range(kernel_size):
+                                row = i * stride + u * dilation - padding  # in x's coordinates
+                                col = j * stride + v * dilation - padding
+                                total += kernels[b, g, u, v, i, j] * x_padded[b, c, row + padding, col + padding]
+                        y[b, c, i, j] = total
     return y
 
 
@@ -120,5 +128,6 @@ def involution_numpy(
     # windows: (B, C, Hp - span + 1, Wp - span + 1, span, span) -> keep strided positions, dilated taps
     windows = windows[:, :, : (out_h - 1) * stride + 1 : stride, : (out_w - 1) * stride + 1 : stride, ::dilation, ::dilation]
     windows = windows.reshape(batch, groups, channels // groups, out_h, out_w, kernel_size, kernel_size)
-    y = np.einsum("bgnijuv,bguvij->bgnij", windows, kernels, optimize=True)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 = NaN on padded taps, as in the loops
+        y = np.einsum("bgnijuv,bguvij->bgnij", windows, kernels, optimize=True)
     return y.reshape(batch, channels, out_h, out_w).astype(np.result_type(x, kernels, np.float32), copy=False)

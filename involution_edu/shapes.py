@@ -24,12 +24,49 @@ __all__ = [
     "check_kernel_size",
     "check_involution_args",
     "group_of_channel",
+    "MAX_SIZE",
+    "MAX_ELEMENTS",
 ]
+
+MAX_SIZE = 2**31 - 1
+"""The largest size, stride, padding or dilation accepted (and the largest dilated kernel span
+``dilation * (K - 1) + 1`` and padded side ``H + 2 * padding``): far beyond any real image, and
+small enough that no product of sizes in any backend can overflow a 64-bit integer."""
+
+MAX_ELEMENTS = 2**40
+"""The largest number of elements of a padded input plane ``C * (H + 2p) * (W + 2p)`` (per
+sample) or of the output or kernels tensor: 4 TiB of float32, far beyond any real use."""
 
 
 def _is_int(value: object) -> bool:
     """True for Python/NumPy integers, False for bools, floats and everything else."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_bounded(name: str, value: int) -> int:
+    if value > MAX_SIZE:
+        raise ValueError(f"{name} must be at most {MAX_SIZE} (2**31 - 1), got {value}")
+    return value
+
+
+def _check_shape(name: str, shape: object) -> Tuple[int, ...]:
+    """A shape as a tuple of ints, each in [0, MAX_SIZE] (a ``torch.Size`` or a sequence of ints)."""
+    try:
+        sizes = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{name} shape must be a sequence of integers, got {shape!r}") from None
+    result = []
+    for size in sizes:
+        if isinstance(size, bool) or (isinstance(size, numbers.Real) and not isinstance(size, numbers.Integral)):
+            raise TypeError(f"{name} shape must hold integers, got {size!r} in {sizes}")
+        try:
+            size = int(size)  # ints, NumPy ints, torch.SymInt
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} shape must hold integers, got {size!r} in {sizes}") from None
+        if not 0 <= size <= MAX_SIZE:
+            raise ValueError(f"{name} sizes must be between 0 and {MAX_SIZE}, got {size} in shape {sizes}")
+        result.append(size)
+    return tuple(result)
 
 
 def check_positive_int(name: str, value: object) -> int:
@@ -110,10 +147,14 @@ def check_involution_args(
             ``dilation * (K - 1) // 2``, which needs an odd ``K``.
 
     Raises:
-        ValueError / TypeError naming the argument, what it got and what it needs.
+        ValueError / TypeError naming the argument, what it got and what it needs. Integers must be
+        Python or NumPy integers (not bools or floats); every size, stride, padding and dilation is
+        at most :data:`MAX_SIZE` and the padded input, output and kernels at most
+        :data:`MAX_ELEMENTS` elements, so that no backend's size arithmetic can overflow and
+        nothing is truncated on its way to compiled code.
     """
-    x_shape = tuple(int(s) for s in x_shape)
-    kernels_shape = tuple(int(s) for s in kernels_shape)
+    x_shape = _check_shape("x", x_shape)
+    kernels_shape = _check_shape("kernels", kernels_shape)
     if len(x_shape) != 4:
         raise ValueError(f"x must be 4-D (B, C, H, W), got {len(x_shape)}-D with shape {x_shape}")
     if len(kernels_shape) != 6:
@@ -133,8 +174,14 @@ def check_involution_args(
             f"kernels must have a kernel size K >= 1 in dims 2 and 3, got K={kernel_size} "
             f"(kernels shape {kernels_shape})"
         )
-    stride = check_positive_int("stride", stride)
-    dilation = check_positive_int("dilation", dilation)
+    stride = _check_bounded("stride", check_positive_int("stride", stride))
+    dilation = _check_bounded("dilation", check_positive_int("dilation", dilation))
+    span = dilation * (kernel_size - 1) + 1
+    if span > MAX_SIZE:
+        raise ValueError(
+            f"dilation * (kernel_size - 1) + 1 = {dilation} * {kernel_size - 1} + 1 = {span} is too large: "
+            f"the dilated kernel must span at most {MAX_SIZE} pixels"
+        )
     if padding is None:
         if kernel_size % 2 == 0:
             raise ValueError(
@@ -143,7 +190,18 @@ def check_involution_args(
             )
         padding = default_padding(kernel_size, dilation)
     else:
-        padding = check_non_negative_int("padding", padding)
+        padding = _check_bounded("padding", check_non_negative_int("padding", padding))
+    for name, size in (("height", height), ("width", width)):
+        if size + 2 * padding > MAX_SIZE:
+            raise ValueError(
+                f"x's {name} plus twice the padding, {size} + 2 * {padding}, is too large: at most {MAX_SIZE} allowed"
+            )
+    plane = channels * (height + 2 * padding) * (width + 2 * padding)
+    if plane > MAX_ELEMENTS:
+        raise ValueError(
+            f"the zero-padded input would hold {plane} elements per sample (C={channels}, "
+            f"{height}x{width} with padding={padding}), more than the {MAX_ELEMENTS} allowed"
+        )
     if k_batch != batch:
         raise ValueError(f"kernels batch size must equal x's batch size {batch}, got {k_batch}")
     if groups < 1 or channels % groups != 0:
@@ -158,6 +216,10 @@ def check_involution_args(
             f"x of spatial size {height}x{width} is too small for kernel_size={kernel_size}, "
             f"dilation={dilation}, padding={padding}: the output would be {out_h}x{out_w}"
         )
+    for name, count in (("output", batch * channels * out_h * out_w),
+                        ("kernels", batch * groups * kernel_size * kernel_size * out_h * out_w)):
+        if count > MAX_ELEMENTS:
+            raise ValueError(f"the {name} would hold {count} elements, more than the {MAX_ELEMENTS} allowed")
     if (k_height, k_width) != (out_h, out_w):
         raise ValueError(
             f"kernels spatial size must be the output size (H', W') = ({out_h}, {out_w}) for x of size "
