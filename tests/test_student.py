@@ -1,9 +1,10 @@
 """Tests for the student-copy tool (``involution_edu.student``, ``make student``).
 
-Synthetic notebooks in ``tmp_path`` pin down the transformation and the safety rules; the
-real course notebooks (``notebooks/*.ipynb``) are turned into student copies that must hold
-no solution code, regenerate byte for byte, and run top to bottom with every checker
-reporting "not attempted".
+Synthetic notebooks in ``tmp_path`` pin down the transformation, the answer key and the
+safety rules; the real course notebooks (``notebooks/*.ipynb``) are turned into student copies
+that must hold no solution code or answer (nor a hint in the stub), regenerate byte for byte,
+and run top to bottom with every checker reporting "not attempted" and every question "not
+answered yet"; their answer key must hold every solution and every answer.
 """
 
 from __future__ import annotations
@@ -21,14 +22,20 @@ from nbclient import NotebookClient
 
 from involution_edu import student
 from involution_edu.student import (
+    ANSWER_STUB,
+    BEGIN_ANSWER_MARKER,
     BEGIN_MARKER,
-    DEFAULT_HINT,
+    CODE_STUB_COMMENT,
+    END_ANSWER_MARKER,
     END_MARKER,
     MANIFEST_NAME,
+    STUB_MESSAGE,
     SolutionMarkerError,
     UnsafeOutputError,
+    answer_key_markdown,
     make_student_notebook,
     strip_solutions,
+    write_answer_key,
     write_student_notebooks,
 )
 
@@ -50,6 +57,23 @@ EXERCISE_SOURCE = """def add(a, b):
 CHECKER_SOURCE = """from involution_edu.exercises.framework import Case, run_cases
 check_ok = run_cases("add", add, [Case("small numbers", (1, 2), 3)])"""
 
+HINTS_SOURCE = """<details><summary>Hint 1 (a nudge)</summary>
+
+Python has an operator for this.
+</details>
+<details><summary>Hint 2 (the method)</summary>
+
+Add the two arguments and return the sum.
+</details>"""
+
+QUESTION_SOURCE = f"""from involution_edu.exercises.framework import Question, check_answer
+QUESTION = Question("What is 6 * 7?", answer=42, explanation="six sevens are forty-two", rtol=0)
+answer_q1 = None   # a number
+{BEGIN_ANSWER_MARKER}
+answer_q1 = 42
+{END_ANSWER_MARKER}
+check_answer(QUESTION, answer_q1)"""
+
 
 def make_notebook(exercise_source: str = EXERCISE_SOURCE, run: bool = True) -> nbformat.NotebookNode:
     """A small instructor notebook: title, set-up, exercise, checker, a cell after it, a markdown answer."""
@@ -62,10 +86,14 @@ def make_notebook(exercise_source: str = EXERCISE_SOURCE, run: bool = True) -> n
     nb.cells = [
         nbformat.v4.new_markdown_cell("# A tiny notebook\n\nYou will learn to add."),
         nbformat.v4.new_code_cell("x = 40\nprint(x)"),
+        nbformat.v4.new_markdown_cell("### Exercise 1: write `add`\n\nReturn the sum of two numbers."),
         nbformat.v4.new_code_cell(exercise_source),
+        nbformat.v4.new_markdown_cell(HINTS_SOURCE),
         nbformat.v4.new_code_cell(CHECKER_SOURCE),
         nbformat.v4.new_code_cell("print(x + 2)"),
         nbformat.v4.new_markdown_cell(f"Why?\n\n{BEGIN_MARKER}\nBecause 40 + 2 = 42.\n{END_MARKER}"),
+        nbformat.v4.new_markdown_cell("**Question 1.** Predict: what is 6 * 7?"),
+        nbformat.v4.new_code_cell(QUESTION_SOURCE),
     ]
     for index, cell in enumerate(nb.cells):
         cell["id"] = f"cell-{index}"
@@ -87,28 +115,31 @@ def write_notebook(folder: Path, name: str, nb: nbformat.NotebookNode) -> Path:
     return path
 
 
-def solution_lines(source: str) -> List[str]:
-    """The code lines inside solution regions (not blank, not comments), stripped."""
+BEGINS, ENDS = (BEGIN_MARKER, BEGIN_ANSWER_MARKER), (END_MARKER, END_ANSWER_MARKER)
+
+
+def solution_lines(source: str, comments: bool = False) -> List[str]:
+    """The lines inside solution and answer regions (not blank; not comments unless asked), stripped."""
     lines, inside = [], False
     for line in source.split("\n"):
         stripped = line.strip()
-        if stripped.startswith(BEGIN_MARKER):
+        if stripped.startswith(BEGINS):
             inside = True
-        elif stripped.startswith(END_MARKER):
+        elif stripped.startswith(ENDS):
             inside = False
-        elif inside and stripped and not stripped.startswith("#"):
+        elif inside and stripped and (comments or not stripped.startswith("#")):
             lines.append(stripped)
     return lines
 
 
 def outside_lines(source: str) -> List[str]:
-    """The lines outside solution regions, stripped."""
+    """The lines outside solution and answer regions, stripped."""
     lines, inside = [], False
     for line in source.split("\n"):
         stripped = line.strip()
-        if stripped.startswith(BEGIN_MARKER):
+        if stripped.startswith(BEGINS):
             inside = True
-        elif stripped.startswith(END_MARKER):
+        elif stripped.startswith(ENDS):
             inside = False
         elif not inside:
             lines.append(stripped)
@@ -138,6 +169,11 @@ def execute(nb: nbformat.NotebookNode, folder: Path) -> nbformat.NotebookNode:
     return client.execute()
 
 
+def question_cells(instructor: nbformat.NotebookNode) -> List[int]:
+    """Indices of the code cells with an answer region (their own ``check_answer`` call)."""
+    return [i for i, cell in enumerate(instructor.cells) if cell.cell_type == "code" and BEGIN_ANSWER_MARKER in cell.source]
+
+
 def exercise_and_checker_cells(instructor: nbformat.NotebookNode) -> List[Tuple[int, int]]:
     """(exercise cell index, index of the next code cell) for every cell with a solution region."""
     pairs = []
@@ -153,17 +189,22 @@ def exercise_and_checker_cells(instructor: nbformat.NotebookNode) -> List[Tuple[
 # --------------------------------------------------------------------------- the transformation
 
 
-def test_region_becomes_one_stub_indented_like_the_marker_with_the_hint():
+STUB = f'raise NotImplementedError("{STUB_MESSAGE}")'
+
+
+def test_region_becomes_your_code_here_and_a_generic_raise_indented_like_the_marker():
     new_source, removed = strip_solutions(EXERCISE_SOURCE, "nb, cell 2")
     assert removed == 1
     assert new_source.split("\n") == [
         "def add(a, b):",
         '    """Return a + b."""',
-        '    raise NotImplementedError("use the + operator")',
+        f"    {CODE_STUB_COMMENT}",
+        f"    {STUB}",
     ]
+    assert "+" not in STUB_MESSAGE and "operator" not in new_source  # the hint went with the region
 
 
-def test_default_hint_and_several_regions_and_code_outside_kept():
+def test_several_regions_code_outside_kept_and_hints_never_reach_the_stub():
     source = "\n".join(
         [
             "def f(x):",
@@ -184,21 +225,37 @@ def test_default_hint_and_several_regions_and_code_outside_kept():
     assert removed == 2
     assert new_source.split("\n") == [
         "def f(x):",
-        f'    raise NotImplementedError("{DEFAULT_HINT}")',
+        f"    {CODE_STUB_COMMENT}",
+        f"    {STUB}",
         "    return y",
         "",
         "def g(x):",
-        '        raise NotImplementedError("first line of the hint second line")',
+        f"        {CODE_STUB_COMMENT}",
+        f"        {STUB}",
     ]
+    assert "HINT" not in new_source and "first line" not in new_source
 
 
-def test_hint_with_quotes_and_backslashes_gives_valid_python():
+def test_the_stub_is_valid_python_that_raises_not_implemented():
     source = f'def f():\n    {BEGIN_MARKER}\n    # HINT: use "np.pad" and a \\ backslash\n    return 1\n    {END_MARKER}'
     new_source, _ = strip_solutions(source)
     namespace: dict = {}
     exec(compile(new_source, "<student>", "exec"), namespace)
-    with pytest.raises(NotImplementedError, match=r'use "np.pad" and a \\ backslash'):
+    with pytest.raises(NotImplementedError, match="Write your solution"):
         namespace["f"]()
+    assert "np.pad" not in new_source
+
+
+def test_answer_region_becomes_your_answer_here_without_a_raise():
+    new_source, removed = strip_solutions(QUESTION_SOURCE, "nb, cell 9")
+    assert removed == 1
+    lines = new_source.split("\n")
+    assert ANSWER_STUB in lines and "answer_q1 = 42" not in lines and "NotImplementedError" not in new_source
+    assert lines[lines.index(ANSWER_STUB) - 1].startswith("answer_q1 = None")
+    indented, _ = strip_solutions(f"if True:\n    {BEGIN_ANSWER_MARKER}\n    a = 1\n    {END_ANSWER_MARKER}")
+    assert indented.split("\n") == ["if True:", f"    {ANSWER_STUB}"]
+    markdown, _ = strip_solutions(f"Why?\n{BEGIN_ANSWER_MARKER}\nbecause\n{END_ANSWER_MARKER}", cell_type="markdown")
+    assert markdown == "Why?\n*Write your answer here.*"
 
 
 @pytest.mark.parametrize(
@@ -207,8 +264,10 @@ def test_hint_with_quotes_and_backslashes_gives_valid_python():
         (f"def f():\n    {BEGIN_MARKER}\n    return 1", "never closed"),
         (f"def f():\n    return 1\n    {END_MARKER}", "never opened"),
         (f"def f():\n    {BEGIN_MARKER}\n    {BEGIN_MARKER}\n    return 1\n    {END_MARKER}", "inside the one opened on line 2"),
+        (f"def f():\n    {BEGIN_MARKER}\n    return 1\n    {END_ANSWER_MARKER}", "closes the region opened on line 2"),
+        (f"a = None\n{BEGIN_ANSWER_MARKER}\na = 1", "never closed"),
     ],
-    ids=["begin-without-end", "end-without-begin", "nested"],
+    ids=["begin-without-end", "end-without-begin", "nested", "mixed-kinds", "answer-never-closed"],
 )
 def test_unbalanced_markers_raise_an_error_naming_notebook_and_cell(tmp_path, source, message):
     src = tmp_path / "src"
@@ -218,7 +277,7 @@ def test_unbalanced_markers_raise_an_error_naming_notebook_and_cell(tmp_path, so
     with pytest.raises(SolutionMarkerError) as info:
         write_student_notebooks(src, out)
     text = str(info.value)
-    assert "02_broken.ipynb" in text and "cell 2" in text and message in text
+    assert "02_broken.ipynb" in text and "cell 3" in text and message in text
     assert not out.exists(), "nothing may be written when a notebook is broken"
 
 
@@ -227,12 +286,14 @@ def test_student_notebook_has_no_solutions_outputs_counts_or_runtime_metadata():
     before = nbformat.writes(instructor)
     copy, removed = make_student_notebook(instructor, "01_tiny.ipynb")
     assert nbformat.writes(instructor) == before, "the instructor notebook object must not be modified"
-    assert removed == 2  # one code region, one markdown region
+    assert removed == 3  # one code region, one markdown region, one answer
     nbformat.validate(copy)
     text = nbformat.writes(copy)
-    for forbidden in (BEGIN_MARKER, END_MARKER, "total = a + b", "return total", "Because 40 + 2", "something"):
+    for forbidden in (BEGIN_MARKER, END_MARKER, BEGIN_ANSWER_MARKER, END_ANSWER_MARKER, "total = a + b",
+                      "return total", "Because 40 + 2", "something", "answer_q1 = 42", "use the + operator"):
         assert forbidden not in text
-    assert "*Write your answer here.*" in copy.cells[5].source
+    assert "*Write your answer here.*" in copy.cells[7].source
+    assert copy.cells[4].source == HINTS_SOURCE, "the hints in <details> blocks reach the student unchanged"
     for cell in copy.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None
@@ -256,7 +317,7 @@ def test_writes_marked_copies_and_a_manifest_and_regenerates_identical_bytes(tmp
 
     copies = write_student_notebooks(src, out)
     assert [c.target.name for c in copies] == ["01_tiny.ipynb", "02_tiny.ipynb"]
-    assert [c.solutions_removed for c in copies] == [2, 2]
+    assert [c.solutions_removed for c in copies] == [3, 3]
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     assert set(first) == {"01_tiny.ipynb", "02_tiny.ipynb", MANIFEST_NAME}
     manifest = json.loads(first[MANIFEST_NAME])
@@ -317,7 +378,7 @@ def test_refuses_to_overwrite_a_student_copy_that_was_edited(tmp_path):
     write_student_notebooks(src, out)
     target = out / "01_tiny.ipynb"
     worked_on = nbformat.read(target, as_version=4)
-    worked_on.cells[2].source = "def add(a, b):\n    return a + b  # my answer"
+    worked_on.cells[3].source = "def add(a, b):\n    return a + b  # my answer"
     nbformat.write(worked_on, target)
     edited = target.read_bytes()
     with pytest.raises(UnsafeOutputError, match="or was edited since"):
@@ -352,7 +413,7 @@ def test_command_line_lists_what_it_wrote_and_reports_refusals(tmp_path, capsys)
     write_notebook(src, "01_tiny.ipynb", make_notebook())
     assert student.main([str(src), str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"wrote {out / '01_tiny.ipynb'}" in printed and "2 solutions removed" in printed
+    assert f"wrote {out / '01_tiny.ipynb'}" in printed and "3 solutions removed" in printed
 
     assert student.main([str(src), str(src)]) == 1
     assert "error:" in capsys.readouterr().err
@@ -379,8 +440,67 @@ def test_synthetic_student_copy_runs_and_the_checker_says_not_attempted(tmp_path
     write_notebook(src, "01_tiny.ipynb", make_notebook())
     write_student_notebooks(src, out)
     executed = execute(nbformat.read(out / "01_tiny.ipynb", as_version=4), out)
-    assert "not attempted" in output_text(executed.cells[3])
-    assert output_text(executed.cells[4]) == "42\n"
+    assert "not attempted" in output_text(executed.cells[5])
+    assert output_text(executed.cells[6]) == "42\n"
+    assert "not answered yet" in output_text(executed.cells[9])
+
+
+def test_synthetic_student_copy_with_code_below_the_raise_is_told_to_delete_it(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_notebook(src, "01_tiny.ipynb", make_notebook())
+    write_student_notebooks(src, out)
+    worked_on = nbformat.read(out / "01_tiny.ipynb", as_version=4)
+    worked_on.cells[3].source += "\n    return a + b"  # the learner wrote below the stub's raise
+    executed = execute(worked_on, out)
+    assert "Delete that line" in output_text(executed.cells[5])
+
+
+# --------------------------------------------------------------------------- the answer key
+
+
+def test_answer_key_holds_prompt_solution_hints_and_answers():
+    text, items = answer_key_markdown(make_notebook(), "01_tiny.ipynb")
+    assert items == 3  # an exercise, a question, a written answer
+    assert text.startswith("# Answer key: 01_tiny.ipynb\n")
+    for needle in ("Return the sum of two numbers.", "total = a + b", "return total", "Hint 1 (a nudge)",
+                   "Python has an operator for this.", "Hint 2 (the method)", "use the + operator",
+                   "Predict: what is 6 * 7?", "answer_q1 = 42", "Because 40 + 2 = 42."):
+        assert needle in text, needle
+    assert BEGIN_MARKER not in text and END_ANSWER_MARKER not in text
+    assert text.index("Hint 1") < text.index("Hint 2") < text.index("answer_q1 = 42")
+
+
+def test_answer_key_is_written_safely_and_regenerates_identically(tmp_path):
+    src, key, out = tmp_path / "src", tmp_path / "answer_key", tmp_path / "out"
+    write_notebook(src, "01_tiny.ipynb", make_notebook())
+    written = write_answer_key(src, key, student_dir=out)
+    assert [k.target.name for k in written] == ["01_tiny.md"]
+    first = {p.name: p.read_bytes() for p in key.iterdir()}
+    assert set(first) == {"01_tiny.md", MANIFEST_NAME}
+    write_answer_key(src, key, student_dir=out)
+    assert {p.name: p.read_bytes() for p in key.iterdir()} == first
+    (key / "01_tiny.md").write_text("my notes\n")
+    with pytest.raises(UnsafeOutputError, match="was not written"):
+        write_answer_key(src, key)
+    assert (key / "01_tiny.md").read_text() == "my notes\n"
+    for bad in (src, src / "key"):
+        with pytest.raises(UnsafeOutputError, match="source folder"):
+            write_answer_key(src, bad, force=True)
+    for bad in (out, out / "key"):
+        with pytest.raises(UnsafeOutputError, match="overlap"):
+            write_answer_key(src, bad, force=True, student_dir=out)
+    assert not out.exists()
+
+
+def test_command_line_answer_key(tmp_path, capsys):
+    src, out, key = tmp_path / "src", tmp_path / "out", tmp_path / "key"
+    write_notebook(src, "01_tiny.ipynb", make_notebook())
+    assert student.main([str(src), str(out), "--answer-key", str(key)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {key / '01_tiny.md'}" in printed and (out / "01_tiny.ipynb").is_file()
+    assert "answer_q1 = 42" in (key / "01_tiny.md").read_text()
+    assert student.main([str(src), str(tmp_path / "s2"), "--answer-key", str(tmp_path / "s2" / "key")]) == 1
+    assert "overlap" in capsys.readouterr().err and not (tmp_path / "s2").exists()
 
 
 # --------------------------------------------------------------------------- the real course
@@ -409,9 +529,29 @@ def test_course_copies_hold_no_solution_code(course_copies):
             student_lines = {line.strip() for line in ours.source.split("\n")}
             leaked = [line for line in solution_lines(theirs.source) if line in student_lines and line not in legit]
             assert not leaked, f"{path.name} cell {index} still holds solution lines {leaked}"
-            stubs += ours.source.count("raise NotImplementedError(")
-            stubs -= theirs.source.count("raise NotImplementedError(")
+            if any(line.startswith(BEGINS) for line in (l.strip() for l in theirs.source.split("\n"))):
+                hints = [line for line in solution_lines(theirs.source, comments=True) if line.startswith("# HINT")]
+                assert not any(h in student_lines for h in hints), f"{path.name} cell {index}: a hint in the stub"
+                assert "HINT" not in ours.source or "HINT" in "\n".join(outside_lines(theirs.source))
+            stubs += ours.source.count(CODE_STUB_COMMENT) - theirs.source.count(CODE_STUB_COMMENT)
         assert stubs >= 2, f"{path.name}: expected at least 2 exercises turned into stubs, found {stubs}"
+
+
+def test_course_answer_key_holds_every_solution_and_answer(course_copies, tmp_path):
+    key_dir = tmp_path / "answer_key"
+    write_answer_key(REPO / "notebooks", key_dir, student_dir=course_copies)
+    for path in COURSE_NOTEBOOKS:
+        instructor = nbformat.read(path, as_version=4)
+        key = (key_dir / f"{path.stem}.md").read_text(encoding="utf-8")
+        key_lines = {line.strip() for line in key.split("\n")}
+        for index, cell in enumerate(instructor.cells):
+            missing = [line for line in solution_lines(cell.source, comments=True) if line not in key_lines]
+            assert not missing, f"{path.name} cell {index}: the answer key lacks {missing[:3]}"
+        assert key.count("## Exercise ") >= 2, path.name
+    again = tmp_path / "again"
+    write_answer_key(REPO / "notebooks", again)
+    for path in COURSE_NOTEBOOKS:
+        assert (again / f"{path.stem}.md").read_bytes() == (key_dir / f"{path.stem}.md").read_bytes()
 
 
 def test_course_copies_regenerate_identically(course_copies, tmp_path):
@@ -430,5 +570,8 @@ def test_course_student_copy_runs_and_every_checker_says_not_attempted(course_co
     for exercise_index, checker_index in pairs:
         text = output_text(executed.cells[checker_index])
         assert "not attempted" in text, f"{name} cell {checker_index}: checker printed {text!r}"
+    for index in question_cells(instructor):
+        text = output_text(executed.cells[index])
+        assert "not answered yet" in text, f"{name} cell {index}: check_answer printed {text!r}"
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
