@@ -1,272 +1,297 @@
-"""The checkers of notebook 01 accept correct solutions and reject plausible wrong ones."""
+"""The checkers and questions of notebook 01 accept correct answers and reject plausible wrong ones."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
+import torch.nn.functional as F
+from checker_harness import assert_accepts, assert_never_raises, assert_rejects
 
+import involution_edu.shapes
 from involution_edu import Involution
 from involution_edu.exercises.convolution import (
+    QUESTIONS,
     check_conv2d_loops,
     check_depthwise_as_involution,
-    check_involution_param_count,
+    check_widest_kernel,
     involution_param_count_reference,
 )
+from involution_edu.exercises.framework import check_answer
+from involution_edu.reference import involution_loops
+from involution_edu.shapes import output_size as library_output_size
+from torch.nn.functional import conv2d as aliased_conv2d
 
 
-def not_attempted(*args, **kwargs):
-    raise NotImplementedError("write your solution")
+# --------------------------------------------------------------------------------- conv2d_loops
+def make_conv(flip=False, transpose=False, swap_channels=False, own_channel_only=False, ignore_padding=False,
+              ignore_stride=False, ceil=False, pad_one_side=False):
+    def conv2d_loops(x, weight, stride=1, padding=0):
+        w = weight[:, :, ::-1, ::-1] if flip else weight
+        w = w.transpose(0, 1, 3, 2) if transpose else w
+        w = w.transpose(1, 0, 2, 3) if swap_channels and w.shape[0] == w.shape[1] else w
+        s = 1 if ignore_stride else stride
+        p = 0 if ignore_padding else padding
+        pads = ((0, 0), (0, 0), (p, 0), (p, 0)) if pad_one_side else ((0, 0), (0, 0), (p, p), (p, p))
+        xp = np.pad(x, pads)
+        k = w.shape[2]
+        height, width = xp.shape[2], xp.shape[3]
+        out_h = -(-(height - k) // s) + 1 if ceil else (height - k) // s + 1
+        out_w = -(-(width - k) // s) + 1 if ceil else (width - k) // s + 1
+        out = np.zeros((x.shape[0], w.shape[0], out_h, out_w))
+        for b in range(x.shape[0]):
+            for o in range(w.shape[0]):
+                for i in range(out_h):
+                    for j in range(out_w):
+                        window = xp[b, :, i * s : i * s + k, j * s : j * s + k]
+                        if own_channel_only:
+                            c = o % x.shape[1]
+                            out[b, o, i, j] = np.sum(w[o, c] * window[c]) if window.shape[1:] == (k, k) else np.nan
+                        elif window.shape[1:] == (k, k):
+                            out[b, o, i, j] = np.sum(w[o] * window)
+        return out
 
-
-def crashes(*args, **kwargs):
-    raise KeyError("oops")
-
-
-# ------------------------------------------------------------------------------ conv2d_loops
-def conv2d_loops_solution(x, weight):
-    batch, c_in, height, width = x.shape
-    c_out, _, k, _ = weight.shape
-    out = np.zeros((batch, c_out, height - k + 1, width - k + 1))
-    for b in range(batch):
-        for o in range(c_out):
-            for i in range(height - k + 1):
-                for j in range(width - k + 1):
-                    out[b, o, i, j] = np.sum(weight[o] * x[b, :, i : i + k, j : j + k])
-    return out
-
-
-def conv2d_loops_flipped(x, weight):
-    """True convolution: the kernel is flipped in both axes."""
-    return conv2d_loops_solution(x, weight[:, :, ::-1, ::-1])
-
-
-def conv2d_loops_transposed_kernel(x, weight):
-    """Reads weight[o, c, v, u] instead of weight[o, c, u, v]."""
-    return conv2d_loops_solution(x, weight.transpose(0, 1, 3, 2))
-
-
-def conv2d_loops_same_channel_only(x, weight):
-    """Forgets the sum over input channels: output o reads input channel o % C_in only."""
-    batch, c_in, height, width = x.shape
-    c_out, _, k, _ = weight.shape
-    out = np.zeros((batch, c_out, height - k + 1, width - k + 1))
-    for b in range(batch):
-        for o in range(c_out):
-            c = o % c_in
-            for i in range(height - k + 1):
-                for j in range(width - k + 1):
-                    out[b, o, i, j] = np.sum(weight[o, c] * x[b, c, i : i + k, j : j + k])
-    return out
-
-
-def conv2d_loops_swapped_weight_axes(x, weight):
-    """Indexes the weight as (C_in, C_out, K, K)."""
-    batch, c_in, height, width = x.shape
-    _, _, k, _ = weight.shape
-    c_out = weight.shape[0]
-    out = np.zeros((batch, c_out, height - k + 1, width - k + 1))
-    flat = weight.reshape(c_in, c_out, k, k)  # the wrong reading of the same memory
-    for b in range(batch):
-        for o in range(c_out):
-            for i in range(height - k + 1):
-                for j in range(width - k + 1):
-                    out[b, o, i, j] = np.sum(flat[:, o] * x[b, :, i : i + k, j : j + k])
-    return out
-
-
-def conv2d_loops_off_by_one(x, weight):
-    """Stops one window early: H - K positions instead of H - K + 1."""
-    k = weight.shape[2]
-    return conv2d_loops_solution(x, weight)[:, :, : x.shape[2] - k, : x.shape[3] - k]
+    return conv2d_loops
 
 
 def test_conv2d_loops_accepts_solution(capsys):
-    assert check_conv2d_loops(conv2d_loops_solution) is True
-    assert "all 7 cases pass" in capsys.readouterr().out
+    assert_accepts(check_conv2d_loops, make_conv(), capsys)
 
 
-def test_conv2d_loops_accepts_torch_returning_solution(capsys):
-    def via_torch(x, weight):
-        return torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(weight))
-
-    assert check_conv2d_loops(via_torch) is True
-
-
-@pytest.mark.parametrize(
-    "wrong, message",
-    [
-        (conv2d_loops_flipped, "one channel, 5x5, K=3"),
-        (conv2d_loops_transposed_kernel, "wrong values"),
-        (conv2d_loops_same_channel_only, "C_in=3 -> C_out=2"),
-        (conv2d_loops_swapped_weight_axes, "C_in=3 -> C_out=2"),
-        (conv2d_loops_off_by_one, "wrong shape"),
-    ],
-)
-def test_conv2d_loops_rejects_wrong_answers(wrong, message, capsys):
-    assert check_conv2d_loops(wrong) is False
-    out = capsys.readouterr().out
-    assert "✗ conv2d_loops" in out and message in out
+@pytest.mark.parametrize("switch, needles", [
+    ("flip", ["flipped the kernel"]),
+    ("transpose", ["transposed"]),
+    ("swap_channels", ["weight[c, o]"]),
+    ("own_channel_only", ["ALL input channels"]),
+    ("ignore_padding", ["wrong shape", "padding"]),
+    ("ignore_stride", ["wrong shape", "stride"]),
+    ("ceil", ["wrong shape", "floor"]),
+    ("pad_one_side", ["wrong shape", "padding"]),
+])
+def test_conv2d_loops_rejects_mistakes(switch, needles, capsys):
+    assert_rejects(check_conv2d_loops, make_conv(**{switch: True}), capsys, *needles)
 
 
-def test_conv2d_loops_flip_is_explained(capsys):
-    check_conv2d_loops(conv2d_loops_flipped)
-    assert "no flip" in capsys.readouterr().out
+def _helper_conv(x, weight, stride, padding):
+    return F.conv2d(torch.from_numpy(x), torch.from_numpy(weight.copy()), stride=stride, padding=padding).numpy()
+
+
+@pytest.mark.parametrize("shortcut", [
+    lambda x, w, stride=1, padding=0: F.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=stride,
+                                               padding=padding).numpy(),
+    lambda x, w, stride=1, padding=0: aliased_conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=stride,
+                                                     padding=padding).numpy(),
+    lambda x, w, stride=1, padding=0: torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w),
+                                                                 stride=stride, padding=padding).numpy(),
+    lambda x, w, stride=1, padding=0: _helper_conv(x, w, stride, padding),
+    lambda x, w, stride=1, padding=0: torch.nn.Conv2d(1, 1, 1),
+    lambda x, w, stride=1, padding=0: F.unfold(torch.from_numpy(x), w.shape[-1]),
+], ids=["direct", "alias", "attribute path", "helper", "nn.Conv2d", "unfold"])
+def test_conv2d_loops_guard(shortcut, capsys):
+    assert_rejects(check_conv2d_loops, shortcut, capsys, "write the convolution as loops yourself")
+
+
+def test_conv2d_loops_never_raises():
+    assert_never_raises(check_conv2d_loops)
 
 
 def test_conv2d_loops_not_attempted(capsys):
-    assert check_conv2d_loops(not_attempted) is False
-    assert "not attempted" in capsys.readouterr().out
+    def stub(x, weight, stride=1, padding=0):
+        raise NotImplementedError
+
+    assert_rejects(check_conv2d_loops, stub, capsys, "not attempted")
 
 
-def test_conv2d_loops_reports_exception_type(capsys):
-    assert check_conv2d_loops(crashes) is False
-    out = capsys.readouterr().out
-    assert "KeyError" in out and "oops" in out
+# -------------------------------------------------------------------------------- widest_kernel
+def make_widest(bias=True, bn=True, groups_is_group_channels=False, step=2, strict=False, overshoot=False,
+                floor_one=False):
+    def widest_kernel(channels, budget, reduction_ratio, group_channels):
+        hidden = channels // reduction_ratio
+        groups = group_channels if groups_is_group_channels else channels // group_channels
+
+        def count(k):
+            return channels * hidden + (2 * hidden if bn else 0) + hidden * k * k * groups + (k * k * groups if bias else 0)
+
+        def fits(k):
+            return count(k) < budget if strict else count(k) <= budget
+
+        best, k = 0, 1
+        while fits(k):
+            best, k = k, k + step
+        if overshoot:
+            return k
+        if floor_one:
+            return max(best, 1)
+        return best
+
+    return widest_kernel
 
 
-# -------------------------------------------------------------------- involution_param_count
-def involution_param_count_solution(channels, kernel_size, reduction_ratio, group_channels):
-    hidden = channels // reduction_ratio
-    groups = channels // group_channels
-    conv1 = channels * hidden  # 1x1 conv C -> C/r, no bias
-    bn = 2 * hidden  # scale and shift
-    conv2 = hidden * kernel_size**2 * groups + kernel_size**2 * groups  # 1x1 conv C/r -> K^2 G, with bias
-    return conv1 + bn + conv2
+def test_widest_kernel_accepts_solution(capsys):
+    assert_accepts(check_widest_kernel, make_widest(), capsys)
 
 
-def involution_param_count_no_bn(channels, kernel_size, reduction_ratio, group_channels):
-    hidden = channels // reduction_ratio
-    return involution_param_count_solution(channels, kernel_size, reduction_ratio, group_channels) - 2 * hidden
+@pytest.mark.parametrize("switches, needles", [
+    (dict(bias=False), ["bias of W1"]),
+    (dict(bn=False), ["BatchNorm"]),
+    (dict(groups_is_group_channels=True), ["group_channels as the number of groups"]),
+    (dict(step=1), ["must be odd"]),
+    (dict(strict=True), ["still allows K = 7"]),
+    (dict(overshoot=True), ["expected 21, got 23"]),
+    (dict(floor_one=True), ["not even K = 1"]),
+])
+def test_widest_kernel_rejects_mistakes(switches, needles, capsys):
+    assert_rejects(check_widest_kernel, make_widest(**switches), capsys, *needles)
 
 
-def involution_param_count_bn_buffers(channels, kernel_size, reduction_ratio, group_channels):
-    """Counts BatchNorm's running mean and variance as parameters."""
-    hidden = channels // reduction_ratio
-    return involution_param_count_solution(channels, kernel_size, reduction_ratio, group_channels) + 2 * hidden
+def _count_with_module(channels, k, r, gc):
+    return sum(p.numel() for p in Involution(channels, k, 1, r, gc).parameters())
 
 
-def involution_param_count_no_conv2_bias(channels, kernel_size, reduction_ratio, group_channels):
-    groups = channels // group_channels
-    return involution_param_count_solution(channels, kernel_size, reduction_ratio, group_channels) - kernel_size**2 * groups
+@pytest.mark.parametrize("shortcut", [
+    lambda c, budget, r, gc: max(k for k in range(1, 31, 2) if sum(p.numel() for p in Involution(c, k, 1, r, gc).parameters()) <= budget),
+    lambda c, budget, r, gc: max(k for k in range(1, 31, 2) if involution_param_count_reference(c, k, r, gc) <= budget),
+    lambda c, budget, r, gc: max(k for k in range(1, 31, 2) if _count_with_module(c, k, r, gc) <= budget),
+    lambda c, budget, r, gc: involution_edu.module.Involution(c, 3),
+], ids=["direct", "reference", "helper", "attribute path"])
+def test_widest_kernel_guard(shortcut, capsys):
+    assert_rejects(check_widest_kernel, shortcut, capsys, "write the parameter count yourself")
 
 
-def involution_param_count_groups_confused(channels, kernel_size, reduction_ratio, group_channels):
-    """Uses group_channels where the number of groups G = C // group_channels belongs."""
-    return involution_param_count_solution(channels, kernel_size, reduction_ratio, channels // group_channels)
+def test_widest_kernel_never_raises():
+    assert_never_raises(check_widest_kernel)
 
 
-def involution_param_count_float_division(channels, kernel_size, reduction_ratio, group_channels):
-    hidden = channels / reduction_ratio
-    groups = channels / group_channels
-    return channels * hidden + 2 * hidden + hidden * kernel_size**2 * groups + kernel_size**2 * groups
+def test_param_count_reference_matches_module():
+    for channels, k, r, gc in [(64, 7, 4, 16), (48, 5, 2, 8), (36, 3, 8, 4), (8, 3, 4, 1)]:
+        hidden, groups = channels // r, channels // gc
+        formula = channels * hidden + 2 * hidden + hidden * k * k * groups + k * k * groups
+        assert involution_param_count_reference(channels, k, r, gc) == formula
 
 
-def test_param_count_reference_matches_formula_and_nn_modules():
-    for channels, k, r, gc in [(64, 7, 4, 16), (36, 3, 8, 4), (8, 3, 4, 1)]:
-        assert involution_param_count_reference(channels, k, r, gc) == involution_param_count_solution(channels, k, r, gc)
-    conv = nn.Conv2d(64, 64, 7)
-    assert sum(p.numel() for p in conv.parameters()) == 64 * 64 * 49 + 64
-    assert involution_param_count_reference(64, 7) == sum(p.numel() for p in Involution(64, 7).parameters())
+def test_a_3x3_budget_buys_a_wide_window():
+    """The claim of notebook 01: a 3x3 conv's budget pays for a 21..23 involution window."""
+    for channels in (64, 256):
+        budget = 9 * channels * channels + channels
+        k = make_widest()(channels, budget, 4, 16)
+        assert k >= 21 and involution_param_count_reference(channels, k) <= budget
+        assert involution_param_count_reference(channels, k + 2) > budget
 
 
-def test_involution_param_count_accepts_solution(capsys):
-    assert check_involution_param_count(involution_param_count_solution) is True
-    assert "all 7 cases pass" in capsys.readouterr().out
+# ---------------------------------------------------------------------- depthwise_as_involution
+def make_depthwise(out="output", batch_one=False, transpose=False):
+    def depthwise_as_involution(weight, batch, height, width, stride, padding):
+        channels, _, k, _ = weight.shape
+        if out == "output":
+            out_h, out_w = (height + 2 * padding - k) // stride + 1, (width + 2 * padding - k) // stride + 1
+        elif out == "input":
+            out_h, out_w = height, width
+        elif out == "no stride":
+            out_h, out_w = height + 2 * padding - k + 1, width + 2 * padding - k + 1
+        elif out == "ceil":
+            out_h, out_w = -(-(height + 2 * padding - k) // stride) + 1, -(-(width + 2 * padding - k) // stride) + 1
+        else:  # "no padding"
+            out_h, out_w = (height - k) // stride + 1, (width - k) // stride + 1
+        kernels = weight[:, 0].transpose(0, 2, 1) if transpose else weight[:, 0]
+        return np.broadcast_to(kernels[None, :, :, :, None, None],
+                               (1 if batch_one else batch, channels, k, k, out_h, out_w))
+
+    return depthwise_as_involution
 
 
-@pytest.mark.parametrize(
-    "wrong, message",
-    [
-        (involution_param_count_no_bn, "C=64, K=7, paper defaults"),
-        (involution_param_count_bn_buffers, "off by"),
-        (involution_param_count_no_conv2_bias, "C=64, K=7, paper defaults"),
-        (involution_param_count_groups_confused, "C=64, K=7, paper defaults"),
-        (involution_param_count_float_division, "C/r rounds down"),
-    ],
-)
-def test_involution_param_count_rejects_wrong_answers(wrong, message, capsys):
-    assert check_involution_param_count(wrong) is False
-    out = capsys.readouterr().out
-    assert "✗ involution_param_count" in out and message in out and "expected" in out
+def test_depthwise_accepts_solution(capsys):
+    assert_accepts(check_depthwise_as_involution, make_depthwise(), capsys)
 
 
-def test_involution_param_count_not_attempted(capsys):
-    assert check_involution_param_count(not_attempted) is False
-    assert "not attempted" in capsys.readouterr().out
+def test_depthwise_solution_reproduces_the_depthwise_conv():
+    """The premise of the exercise: these kernels make involution equal F.conv2d(groups=C)."""
+    rng = np.random.default_rng(0)
+    for batch, channels, height, width, k, stride, padding in [(2, 3, 7, 5, 3, 2, 1), (1, 2, 6, 6, 5, 1, 2)]:
+        x = rng.standard_normal((batch, channels, height, width))
+        weight = rng.standard_normal((channels, 1, k, k))
+        kernels = make_depthwise()(weight, batch, height, width, stride, padding)
+        expected = F.conv2d(torch.from_numpy(x), torch.from_numpy(weight), stride=stride, padding=padding,
+                            groups=channels).numpy()
+        np.testing.assert_allclose(involution_loops(x, kernels, stride, padding), expected, rtol=1e-10, atol=1e-12)
 
 
-def test_involution_param_count_reports_exception_type(capsys):
-    assert check_involution_param_count(crashes) is False
-    assert "KeyError" in capsys.readouterr().out
+@pytest.mark.parametrize("switches, needles", [
+    (dict(out="input"), ["OUTPUT size"]),
+    (dict(out="no stride"), ["left out the stride"]),
+    (dict(out="ceil"), ["round down"]),
+    (dict(out="no padding"), ["left out the padding"]),
+    (dict(batch_one=True), ["batch axis"]),
+    (dict(transpose=True), ["transposed"]),
+])
+def test_depthwise_rejects_mistakes(switches, needles, capsys):
+    assert_rejects(check_depthwise_as_involution, make_depthwise(**switches), capsys, *needles)
 
 
-# ------------------------------------------------------------------- depthwise_as_involution
-def depthwise_as_involution_solution(weight, batch, out_h, out_w):
-    channels, _, k, _ = weight.shape
-    kernels = weight[:, 0][None, :, :, :, None, None]  # (1, C, K, K, 1, 1)
-    return np.broadcast_to(kernels, (batch, channels, k, k, out_h, out_w)).copy()
+def test_depthwise_rejects_the_weight_itself(capsys):
+    assert_rejects(check_depthwise_as_involution, lambda w, b, h, wd, s, p: w, capsys, "shape")
 
 
-def depthwise_as_involution_one_group(weight, batch, out_h, out_w):
-    """G = 1: every channel uses channel 0's kernel."""
-    return depthwise_as_involution_solution(weight[:1], batch, out_h, out_w)
+def _helper_size(height, k, stride, padding):
+    return library_output_size(height, k, stride, padding)
 
 
-def depthwise_as_involution_flipped(weight, batch, out_h, out_w):
-    return depthwise_as_involution_solution(weight[:, :, ::-1, ::-1], batch, out_h, out_w)
+def _shortcut_kernels(size_fn):
+    def depthwise_as_involution(weight, batch, height, width, stride, padding):
+        k = weight.shape[-1]
+        shape = (batch, weight.shape[0], k, k, size_fn(height, k, stride, padding), size_fn(width, k, stride, padding))
+        return np.broadcast_to(weight[:, 0][None, :, :, :, None, None], shape)
+
+    return depthwise_as_involution
 
 
-def depthwise_as_involution_transposed(weight, batch, out_h, out_w):
-    return depthwise_as_involution_solution(weight.transpose(0, 1, 3, 2), batch, out_h, out_w)
+@pytest.mark.parametrize("shortcut", [
+    _shortcut_kernels(lambda h, k, s, p: library_output_size(h, k, s, p)),
+    _shortcut_kernels(lambda h, k, s, p: involution_edu.shapes.output_size(h, k, s, p)),
+    _shortcut_kernels(lambda h, k, s, p: _helper_size(h, k, s, p)),
+], ids=["alias", "attribute path", "helper"])
+def test_depthwise_guard(shortcut, capsys):
+    assert_rejects(check_depthwise_as_involution, shortcut, capsys, "write the output size and the kernels yourself")
 
 
-def depthwise_as_involution_positions_first(weight, batch, out_h, out_w):
-    """Layout (B, C, H', W', K, K) instead of (B, C, K, K, H', W')."""
-    return depthwise_as_involution_solution(weight, batch, out_h, out_w).transpose(0, 1, 4, 5, 2, 3)
+def test_depthwise_never_raises():
+    assert_never_raises(check_depthwise_as_involution)
 
 
-def depthwise_as_involution_no_batch(weight, batch, out_h, out_w):
-    return depthwise_as_involution_solution(weight, batch, out_h, out_w)[0]
+# ------------------------------------------------------------------------------------ questions
+@pytest.mark.parametrize("key", sorted(QUESTIONS))
+def test_questions_accept_the_answer(key, capsys):
+    assert check_answer(QUESTIONS[key], QUESTIONS[key].answer) is True
+    assert "✓" in capsys.readouterr().out
 
 
-def test_depthwise_as_involution_accepts_solution(capsys):
-    assert check_depthwise_as_involution(depthwise_as_involution_solution) is True
-    out = capsys.readouterr().out
-    assert out.count("all 6 cases pass") == 2
+@pytest.mark.parametrize("key, choice", [(key, choice) for key, q in sorted(QUESTIONS.items()) for choice in q.wrong])
+def test_questions_explain_every_wrong_choice(key, choice, capsys):
+    question = QUESTIONS[key]
+    assert check_answer(question, choice) is False
+    assert question.wrong[choice][:40] in capsys.readouterr().out
 
 
-def test_depthwise_as_involution_accepts_torch_expand(capsys):
-    def via_torch(weight, batch, out_h, out_w):
-        w = torch.from_numpy(weight)[:, 0]
-        return w[None, :, :, :, None, None].expand(batch, -1, -1, -1, out_h, out_w)
-
-    assert check_depthwise_as_involution(via_torch) is True
-
-
-@pytest.mark.parametrize(
-    "wrong, stage, message",
-    [
-        (depthwise_as_involution_one_group, "kernel shape", "item 1"),
-        (depthwise_as_involution_positions_first, "kernel shape", "item 2"),
-        (depthwise_as_involution_no_batch, "kernel shape", "expected 6 items"),
-        (depthwise_as_involution_flipped, "F.conv2d", "wrong values"),
-        (depthwise_as_involution_transposed, "F.conv2d", "wrong values"),
-    ],
-)
-def test_depthwise_as_involution_rejects_wrong_answers(wrong, stage, message, capsys):
-    assert check_depthwise_as_involution(wrong) is False
-    out = capsys.readouterr().out
-    assert "✗ depthwise_as_involution" in out and stage in out and message in out
+@pytest.mark.parametrize("key, value", [(key, value) for key, q in sorted(QUESTIONS.items()) for value, _ in q.mistakes])
+def test_numeric_questions_name_the_mistakes(key, value, capsys):
+    question = QUESTIONS[key]
+    message = dict(question.mistakes)[value]
+    assert check_answer(question, value) is False
+    assert message[:40] in capsys.readouterr().out
 
 
-def test_depthwise_as_involution_not_attempted(capsys):
-    assert check_depthwise_as_involution(not_attempted) is False
-    out = capsys.readouterr().out
-    assert "not attempted" in out and "✓" not in out
+def test_questions_not_answered(capsys):
+    for question in QUESTIONS.values():
+        assert check_answer(question, None) is False
+    assert capsys.readouterr().out.count("not answered yet") == len(QUESTIONS)
 
 
-def test_depthwise_as_involution_reports_exception_type(capsys):
-    assert check_depthwise_as_involution(crashes) is False
-    assert "KeyError" in capsys.readouterr().out
+def test_channel_mixing_claim():
+    """Question 'channel_mixing': one changed input channel changes every output channel at that pixel."""
+    torch.manual_seed(0)
+    layer = Involution(16, 3, group_channels=8).double().eval()
+    x = torch.randn(1, 16, 6, 6, dtype=torch.float64)
+    changed = x.clone()
+    changed[0, 0, 3, 2] += 1.0
+    with torch.no_grad():
+        delta = (layer(changed) - layer(x))[0, :, 3, 2].abs()
+    assert int((delta > 1e-12).sum()) == QUESTIONS["channel_mixing"].answer
