@@ -242,3 +242,115 @@ def draw_window(height: int, width: int, kernel, position, stride: int = 1, padd
 
 
 __all__ += ["draw_conv_vs_involution", "draw_window"]
+
+
+def draw_involution_pipeline(channels: int = 6, groups: int = 2, kernel_size: int = 3, seed: int = 0, ax=None):
+    """The involution of one output pixel, left to right, in the spirit of the paper's Fig. 1.
+
+    ``X`` (a ``C x H x W`` stack, pixel ``(i, j)`` in red, its ``K x K`` window dashed) ->
+    the feature vector ``X_ij`` (``C`` values, coloured by group) -> ``phi`` (two 1x1 convs)
+    -> ``K^2 G`` numbers -> reshaped into ``G`` kernels of ``K x K`` -> each kernel multiplies
+    the window of every channel of its group (broadcast over the ``C / G`` channels) -> sum
+    over the window -> ``Y_ij`` (``C`` values). Values are random; the figure shows the flow.
+
+    Returns:
+        The ``Axes``.
+    """
+    import numpy as np
+    from matplotlib.patches import FancyArrowPatch, Rectangle
+
+    if channels % groups:
+        raise ValueError(f"channels must be divisible by groups; got channels={channels}, groups={groups}")
+    rng = np.random.default_rng(seed)
+    k, per_group = kernel_size, channels // groups
+    colours = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("RdBu_r")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 3.4))
+    ax.set_xlim(-0.3, 20.6)
+    ax.set_ylim(-0.9, 7.3)
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+    def arrow(x0, x1, y, label=""):
+        ax.add_patch(FancyArrowPatch((x0, y), (x1, y), arrowstyle="-|>", mutation_scale=14, color="0.25", lw=1.4))
+        if label:
+            ax.text((x0 + x1) / 2, y + 0.25, label, ha="center", va="bottom", fontsize=7.5)
+
+    def column(x, y_top, values_colours, cell=0.5):
+        for n, colour in enumerate(values_colours):
+            ax.add_patch(Rectangle((x, y_top - (n + 1) * cell), cell, cell, facecolor=colour, edgecolor="0.3", lw=0.8))
+
+    def caption(x, text):
+        ax.text(x, 0.75, text, ha="center", va="top", fontsize=8)
+
+    # 1. the input stack with the pixel (i, j) and its window
+    grid, cell = 6, 0.55
+    for layer in (2, 1, 0):
+        dx, dy = 0.25 * layer, 0.25 * layer
+        for r in range(grid):
+            for q in range(grid):
+                ax.add_patch(Rectangle((q * cell + dx, (grid - 1 - r) * cell + dy + 1.0), cell, cell,
+                                       facecolor="0.93" if layer else "0.97", edgecolor="0.6", lw=0.5))
+    pr, pq = 2, 3
+    ax.add_patch(Rectangle((pq * cell, (grid - 1 - pr) * cell + 1.0), cell, cell, facecolor="tab:red", alpha=0.8))
+    half = k // 2
+    ax.add_patch(Rectangle(((pq - half) * cell, (grid - 1 - pr - half) * cell + 1.0), k * cell, k * cell,
+                           fill=False, edgecolor="tab:red", lw=1.5, ls="--"))
+    caption(1.8, "input X (C x H x W);\npixel (i, j) and\nits K x K window")
+
+    # 2. the feature vector X_ij
+    group_colour = [colours(c // per_group) for c in range(channels)]
+    x_vec = 5.0
+    column(x_vec, 5.0, [(*colour[:3], 0.55) for colour in group_colour])
+    arrow(4.0, 4.9, 3.4)
+    caption(x_vec + 0.25, "$X_{ij}$\n(C values)")
+
+    # 3. phi -> K^2 G numbers
+    arrow(5.7, 8.9, 3.4, "$\\phi$: 1x1 conv,\nBN, ReLU,\n1x1 conv")
+    n_values = k * k * groups
+    small = min(0.5, 4.8 / n_values)
+    values = rng.standard_normal(n_values)
+    column(9.1, 3.4 + n_values * small / 2, [cmap(0.5 + 0.2 * v) for v in values], cell=small)
+    caption(9.1 + small / 2, "$K^2 G$\nnumbers")
+
+    # 4. reshape into G kernels of K x K
+    arrow(9.6, 10.8, 3.4, "re-\nshape")
+    tile = 0.4
+    kernel_tops = []
+    for g in range(groups):
+        top = 3.4 + (groups * (k * tile + 0.35)) / 2 - g * (k * tile + 0.35)
+        kernel_tops.append(top)
+        kernel = values[g * k * k:(g + 1) * k * k].reshape(k, k)
+        for u in range(k):
+            for v in range(k):
+                ax.add_patch(Rectangle((11.0 + v * tile, top - (u + 1) * tile), tile, tile,
+                                       facecolor=cmap(0.5 + 0.2 * kernel[u, v]), edgecolor="0.5", lw=0.5))
+        ax.add_patch(Rectangle((11.0, top - k * tile), k * tile, k * tile, fill=False, edgecolor=colours(g), lw=2))
+    ax.text(11.0 + k * tile / 2, kernel_tops[0] + 0.25, "G kernels $\\mathcal{H}_{ij}$\n(K x K each)", ha="center", va="bottom", fontsize=8.5)
+
+    # 5. multiply: each group's kernel with the windows of its channels
+    ax.text(13.0, 3.4, "$\\otimes$", fontsize=20, ha="center", va="center")
+    x_win, win_tile = 13.6, 0.22
+    for c in range(channels):
+        top = 5.6 - c * (k * win_tile + 0.18)
+        window = rng.standard_normal((k, k))
+        for u in range(k):
+            for v in range(k):
+                ax.add_patch(Rectangle((x_win + v * win_tile, top - (u + 1) * win_tile), win_tile, win_tile,
+                                       facecolor=str(0.55 + 0.1 * np.tanh(window[u, v])), edgecolor="none"))
+        ax.add_patch(Rectangle((x_win, top - k * win_tile), k * win_tile, k * win_tile, fill=False,
+                               edgecolor=colours(c // per_group), lw=1.5))
+        ax.text(x_win + k * win_tile + 0.1, top - k * win_tile / 2, f"c={c}", fontsize=7, va="center")
+    caption(x_win + 0.6, "C windows; kernel g\nmultiplies every\nchannel of group g")
+
+    # 6. sum over the window -> Y_ij
+    arrow(15.5, 17.1, 3.4, "$\\oplus$ sum\nover the\nK x K taps")
+    column(17.3, 5.0, [(*colour[:3], 0.55) for colour in group_colour])
+    caption(17.55, "$Y_{ij}$\n(C values)")
+    for g in range(groups):
+        ax.text(17.95, 5.0 - (g * per_group + per_group / 2) * 0.5, f"group {g}", color=colours(g),
+                fontsize=8, va="center")
+    ax.set_title(f"Involution at one pixel: C = {channels} channels, G = {groups} groups, K = {k}", fontsize=11)
+    return ax
+__all__.append("draw_involution_pipeline")
