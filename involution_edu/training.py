@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -33,9 +34,11 @@ from .shapes import check_positive_int
 __all__ = [
     "ConvBlock",
     "InvolutionBlock",
+    "DepthwiseSeparableBlock",
     "SmallNet",
     "build_conv_net",
     "build_involution_net",
+    "build_depthwise_net",
     "deterministic",
     "accuracy",
     "confusion_matrix",
@@ -45,7 +48,16 @@ __all__ = [
     "History",
     "train",
     "first_involution_kernels",
+    "PERTURB_ENV",
+    "perturb_rounding",
 ]
+
+#: Environment variable read by :func:`train`: an integer n nudges every floating-point parameter
+#: by n units in the last place before training. The mathematics is unchanged, the rounding is
+#: not, so after a few hundred steps the exact metrics differ as they would on another CPU.
+#: ``tests/test_training.py`` runs notebook 07 under nbval with it set, to prove that every
+#: stored output holds on any machine.
+PERTURB_ENV = "INVOLUTION_EDU_PERTURB_ULPS"
 
 
 # ----------------------------------------------------------------------------- models
@@ -89,6 +101,27 @@ class InvolutionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.involution(x)))
         return self.relu(self.bn2(self.conv(x)))
+
+
+class DepthwiseSeparableBlock(nn.Sequential):
+    """Depthwise K x K conv -> BN -> ReLU -> 1x1 conv -> BN -> ReLU: the control for :class:`InvolutionBlock`.
+
+    ``(B, C_in, H, W) -> (B, C_out, ceil(H/s), ceil(W/s))``. The same layers in the same order
+    as the involution block, except that each channel's K x K kernel is a learned *static*
+    weight (shared by all positions and images) instead of one generated per pixel. A
+    comparison against it isolates the effect of dynamic kernels from the extra depth.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, kernel_size: int = 3) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, in_channels, kernel_size, stride=stride, padding=(kernel_size - 1) // 2,
+                      groups=in_channels, bias=False),
+            nn.BatchNorm2d(in_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
 
 
 class SmallNet(nn.Module):
@@ -147,6 +180,23 @@ def build_involution_net(
     return SmallNet(_stem(in_channels, c1), blocks, c2, num_classes)
 
 
+def build_depthwise_net(
+    widths: Sequence[int] = (40, 70), in_channels: int = 1, num_classes: int = 10, kernel_size: int = 3, seed: int = 0
+) -> SmallNet:
+    """Depthwise-separable net: the involution net's skeleton with each involution replaced by a
+    depthwise ``K x K`` conv (:class:`DepthwiseSeparableBlock`): as deep, with the same 1x1 convs
+    and BNs, but static kernels. Wider by default so that parameters and multiply-adds match."""
+    c1, c2 = _check_widths(widths)
+    check_positive_int("kernel_size", kernel_size)
+    torch.manual_seed(seed)
+    blocks = [
+        DepthwiseSeparableBlock(c1, c1, kernel_size=kernel_size),
+        DepthwiseSeparableBlock(c1, c2, stride=2, kernel_size=kernel_size),
+        DepthwiseSeparableBlock(c2, c2, kernel_size=kernel_size),
+    ]
+    return SmallNet(_stem(in_channels, c1), blocks, c2, num_classes)
+
+
 # ----------------------------------------------------------------------------- determinism
 @contextlib.contextmanager
 def deterministic(threads: int = 1) -> Iterator[None]:
@@ -166,6 +216,33 @@ def deterministic(threads: int = 1) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(old_deterministic, warn_only=old_warn_only)
         torch.set_num_threads(old_threads)
+
+
+@torch.no_grad()
+def perturb_rounding(model: nn.Module, ulps: int) -> None:
+    """Move every floating-point parameter of ``model`` ``ulps`` steps to the next representable
+    value (towards +inf for ``ulps > 0``, -inf for ``ulps < 0``), in place.
+
+    A relative change of about ``2**-23`` (float32): no different model, only different rounding,
+    the way another CPU, BLAS or thread count would round the same run.
+    """
+    if not isinstance(ulps, int) or isinstance(ulps, bool):
+        raise TypeError(f"ulps must be an int, got {type(ulps).__name__}")
+    for param in model.parameters():
+        if param.is_floating_point():
+            target = torch.full_like(param, math.inf if ulps > 0 else -math.inf)
+            for _ in range(abs(ulps)):
+                param.copy_(torch.nextafter(param, target))
+
+
+def _perturbation_from_env() -> int:
+    raw = os.environ.get(PERTURB_ENV, "").strip()
+    if not raw:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{PERTURB_ENV} must be an integer number of ulps, got {raw!r}") from None
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -299,6 +376,9 @@ def train(
     (warm-up, then cosine); with ``max_grad_norm`` the gradients are clipped by
     :func:`clip_gradients` before each step. A non-finite loss marks the run as diverged and
     stops it. ``max_steps`` stops early (for quick tests). The tqdm bar advances once per epoch.
+    If the environment variable ``INVOLUTION_EDU_PERTURB_ULPS`` holds an integer n, the
+    parameters are first nudged by n ulps (:func:`perturb_rounding`), to test that results
+    stated about a run do not hang on its last bits.
 
     Args:
         x_train: ``(N, C, H, W)``; y_train: ``(N,)``; x_test, y_test: optional, evaluated
@@ -316,6 +396,9 @@ def train(
     total_steps = epochs * steps_per_epoch
     if max_steps is not None:
         total_steps = min(total_steps, check_positive_int("max_steps", max_steps))
+    ulps = _perturbation_from_env()
+    if ulps:
+        perturb_rounding(model, ulps)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     history = History()

@@ -6,77 +6,22 @@ import numpy as np
 import pytest
 import torch
 
+import copy
+
+import torch.nn as nn
+from checker_harness import assert_accepts, assert_never_raises, assert_rejects
+
+from involution_edu.exercises.framework import check_answer
 from involution_edu.exercises.training import (
-    check_accuracy,
+    QUESTIONS,
     check_clip_by_global_norm,
     check_confusion_matrix,
+    check_predict,
 )
 
 
 def not_attempted(*args, **kwargs):
     raise NotImplementedError("write your solution")
-
-
-# ----------------------------------------------------------------------------- accuracy
-def accuracy_solution(logits, labels):
-    return (logits.argmax(dim=1) == labels).float().mean().item()
-
-
-def accuracy_numpy_solution(logits, labels):
-    return float(np.mean(np.argmax(logits.numpy(), axis=1) == labels.numpy()))
-
-
-def accuracy_count(logits, labels):
-    return int((logits.argmax(dim=1) == labels).sum())
-
-
-def accuracy_percent(logits, labels):
-    return 100.0 * (logits.argmax(dim=1) == labels).float().mean().item()
-
-
-def accuracy_wrong_axis(logits, labels):
-    return (logits.argmax(dim=0) == labels).float().mean().item()
-
-
-def accuracy_argmin(logits, labels):
-    return (logits.argmin(dim=1) == labels).float().mean().item()
-
-
-@pytest.mark.parametrize("solution", [accuracy_solution, accuracy_numpy_solution])
-def test_accuracy_accepts_solutions(solution, capsys):
-    assert check_accuracy(solution) is True
-    assert "all 6 cases pass" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize(
-    "wrong, message",
-    [
-        (accuracy_count, "expected 0.75, got 3"),
-        (accuracy_percent, "expected 0.75, got 75"),
-        (accuracy_wrong_axis, "raised RuntimeError"),
-        (accuracy_argmin, "expected 0.75, got 0"),
-    ],
-)
-def test_accuracy_rejects_wrong_answers(wrong, message, capsys):
-    assert check_accuracy(wrong) is False
-    out = capsys.readouterr().out
-    assert "✗ accuracy" in out and message in out, out
-
-
-def test_accuracy_wrong_axis_caught_even_when_shapes_allow_it(capsys):
-    """With N == num_classes argmax over dim 0 runs; the 10x10 case must still catch it."""
-
-    def wrong_axis_if_square(logits, labels):
-        dim = 0 if logits.shape[0] == logits.shape[1] else 1
-        return (logits.argmax(dim=dim) == labels).float().mean().item()
-
-    assert check_accuracy(wrong_axis_if_square) is False
-    assert "10 classes, 10 samples" in capsys.readouterr().out
-
-
-def test_accuracy_not_attempted(capsys):
-    assert check_accuracy(not_attempted) is False
-    assert "not attempted" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- confusion_matrix
@@ -107,6 +52,14 @@ def confusion_matrix_row_normalised(predictions, labels, num_classes):
     return matrix / matrix.sum(dim=1, keepdim=True).clamp(min=1)
 
 
+def confusion_matrix_off_by_one_class(predictions, labels, num_classes):
+    return confusion_matrix_solution((predictions + 1) % num_classes, labels, num_classes)
+
+
+def confusion_matrix_float_counts_of_predictions_only(predictions, labels, num_classes):
+    return torch.diag(torch.bincount(predictions, minlength=num_classes))
+
+
 def test_confusion_matrix_accepts_solution(capsys):
     assert check_confusion_matrix(confusion_matrix_solution) is True
     assert "all 5 cases pass" in capsys.readouterr().out
@@ -115,10 +68,12 @@ def test_confusion_matrix_accepts_solution(capsys):
 @pytest.mark.parametrize(
     "wrong, message",
     [
-        (confusion_matrix_transposed, "one mistake: true 0 predicted as 2"),
-        (confusion_matrix_set_not_count, "two samples in one cell"),
+        (confusion_matrix_transposed, "rows and columns swapped"),
+        (confusion_matrix_set_not_count, "does not add up; count them"),
         (confusion_matrix_size_from_data, "wrong shape: expected (4, 4), got (3, 3)"),
-        (confusion_matrix_row_normalised, "two samples in one cell"),
+        (confusion_matrix_row_normalised, "counts, not rates"),
+        (confusion_matrix_off_by_one_class, "correct answers land on the diagonal"),
+        (confusion_matrix_float_counts_of_predictions_only, "✗ confusion_matrix"),
     ],
 )
 def test_confusion_matrix_rejects_wrong_answers(wrong, message, capsys):
@@ -165,19 +120,30 @@ def clip_sum_of_norms(grads, max_norm):
     return [g * min(1.0, max_norm / (total + 1e-6)) for g in grads]
 
 
+def clip_max_norm_fixed_at_one(grads, max_norm):
+    return clip_solution(grads, 1.0 if max_norm > 2.5 else max_norm)
+
+
+def clip_returns_factor(grads, max_norm):
+    total = torch.sqrt(sum((g**2).sum() for g in grads))
+    return min(1.0, max_norm / (float(total) + 1e-6))
+
+
 @pytest.mark.parametrize("solution", [clip_solution, clip_in_place_solution])
 def test_clip_accepts_solutions(solution, capsys):
     assert check_clip_by_global_norm(solution) is True
-    assert "all 5 cases pass" in capsys.readouterr().out
+    assert "all 6 cases pass" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
     "wrong, message",
     [
-        (clip_per_tensor, "three tensors, large"),
-        (clip_always_scale, "small gradients, norm < max_norm"),
-        (clip_by_value, "one tensor, norm 5 > 1"),
-        (clip_sum_of_norms, "three tensors, large"),
+        (clip_per_tensor, "each tensor was clipped on its own"),
+        (clip_always_scale, "scaled UP to max_norm"),
+        (clip_by_value, "clipping by value"),
+        (clip_sum_of_norms, "sum of SQUARES"),
+        (clip_max_norm_fixed_at_one, "max_norm 3.5"),
+        (clip_returns_factor, "✗ clip_by_global_norm"),
     ],
 )
 def test_clip_rejects_wrong_answers(wrong, message, capsys):
@@ -189,3 +155,185 @@ def test_clip_rejects_wrong_answers(wrong, message, capsys):
 def test_clip_not_attempted(capsys):
     assert check_clip_by_global_norm(not_attempted) is False
     assert "not attempted" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- shortcuts
+def clip_direct(grads, max_norm):
+    torch.nn.utils.clip_grad_norm_(grads, max_norm)
+    return grads
+
+
+def clip_alias(grads, max_norm):
+    from torch.nn.utils import clip_grad_norm_ as clip
+
+    clip(grads, max_norm)
+    return grads
+
+
+def clip_old_name(grads, max_norm):
+    torch.nn.utils.clip_grad_norm(grads, max_norm)
+    return grads
+
+
+def _helper(grads, max_norm):
+    from torch.nn import utils
+
+    utils.clip_grad_norm_(grads, max_norm)
+    return grads
+
+
+def clip_in_helper(grads, max_norm):
+    return _helper(grads, max_norm)
+
+
+def clip_library(grads, max_norm):
+    from involution_edu.training import clip_gradients
+
+    params = [nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = g
+    clip_gradients(params, max_norm)
+    return [p.grad for p in params]
+
+
+@pytest.mark.parametrize("shortcut", [clip_direct, clip_alias, clip_old_name, clip_in_helper, clip_library])
+def test_clip_refuses_library_clipping(shortcut, capsys):
+    assert_rejects(check_clip_by_global_norm, shortcut, capsys, "asks you to write the clipping yourself")
+
+
+def confusion_library(predictions, labels, num_classes):
+    from involution_edu.training import confusion_matrix
+
+    return confusion_matrix(predictions, labels, num_classes)
+
+
+def confusion_in_helper(predictions, labels, num_classes):
+    return confusion_library(predictions, labels, num_classes)
+
+
+@pytest.mark.parametrize("shortcut", [confusion_library, confusion_in_helper])
+def test_confusion_matrix_refuses_the_library(shortcut, capsys):
+    assert_rejects(check_confusion_matrix, shortcut, capsys, "asks you to write the counting yourself")
+
+
+@pytest.mark.parametrize("checker", [check_confusion_matrix, check_clip_by_global_norm, check_predict])
+def test_checkers_never_raise(checker):
+    assert_never_raises(checker)
+
+
+# ----------------------------------------------------------------------------- predict (diagnosis)
+def predict_solution(model, x):
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        predictions = model(x).argmax(dim=1)
+    model.train(was_training)
+    return predictions
+
+
+def predict_train_mode(model, x):
+    with torch.no_grad():
+        return model(x).argmax(dim=1)
+
+
+def predict_never_restores(model, x):
+    model.eval()
+    with torch.no_grad():
+        return model(x).argmax(dim=1)
+
+
+def predict_always_train_after(model, x):
+    predictions = predict_never_restores(model, x)
+    model.train()
+    return predictions
+
+
+def predict_forward_in_train_mode_first(model, x):
+    model(x)  # a "warm-up" pass: updates the running statistics
+    return predict_solution(model, x)
+
+
+def predict_logits(model, x):
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    model.train()
+    return out
+
+
+def predict_copy_in_train_mode(model, x):
+    clone = copy.deepcopy(model).train()
+    with torch.no_grad():
+        return clone(x).argmax(dim=1)
+
+
+def predict_argmin(model, x):
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(x).argmin(dim=1)
+    model.train(was)
+    return out
+
+
+def predict_with_library(model, x):
+    from involution_edu.training import evaluate
+
+    return evaluate(model, x, torch.zeros(len(x), dtype=torch.int64))[2]
+
+
+def test_predict_accepts_solution(capsys):
+    assert_accepts(check_predict, predict_solution, capsys)
+
+
+@pytest.mark.parametrize(
+    "wrong, needle",
+    [
+        (predict_train_mode, "TRAINING mode"),
+        (predict_copy_in_train_mode, "TRAINING mode"),
+        (predict_never_restores, "is in eval mode after it"),
+        (predict_always_train_after, "was in eval mode before"),
+        (predict_forward_in_train_mode_first, "TRAINING mode"),
+        (predict_logits, "shape"),
+        (predict_argmin, "✗ predict"),
+    ],
+)
+def test_predict_rejects_wrong_answers(wrong, needle, capsys):
+    assert_rejects(check_predict, wrong, capsys, needle)
+
+
+def test_predict_refuses_the_library_evaluate(capsys):
+    assert_rejects(check_predict, predict_with_library, capsys, "asks you to write the evaluation yourself")
+
+
+def test_predict_not_attempted(capsys):
+    assert check_predict(not_attempted) is False
+    assert "not attempted" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- questions
+@pytest.mark.parametrize("key", sorted(QUESTIONS))
+def test_questions_accept_the_answer_and_explain_every_wrong_one(key, capsys):
+    question = QUESTIONS[key]
+    assert check_answer(question, question.answer) is True
+    assert question.explanation[:30] in capsys.readouterr().out
+    for choice, why in question.wrong.items():
+        assert check_answer(question, choice) is False
+        assert why[:30] in capsys.readouterr().out
+    for value, message in question.mistakes:
+        assert check_answer(question, value) is False
+        assert message[:30] in capsys.readouterr().out
+
+
+def test_momentum_step_answer_is_what_sgd_does():
+    """The numeric answer of QUESTIONS['momentum_step'] is what torch.optim.SGD really does."""
+    weight = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    optimizer = torch.optim.SGD([weight], lr=0.1, momentum=0.9, nesterov=True)
+    gradient = torch.tensor([3.0, 4.0], dtype=torch.float64)  # norm 5
+    for _ in range(300):
+        before = weight.detach().clone()
+        weight.grad = gradient.clone()
+        torch.nn.utils.clip_grad_norm_([weight], 1.0)
+        optimizer.step()
+    step = float((weight.detach() - before).norm())
+    assert step == pytest.approx(QUESTIONS["momentum_step"].answer, rel=1e-6)

@@ -168,3 +168,143 @@ def test_no_widget_output_or_state_stored():
         raw = path.read_text(encoding="utf-8")
         assert "application/vnd.jupyter.widget-view+json" not in raw, f"{path.name}: stores widget output (tqdm.notebook?)"
         assert "widgets" not in json.loads(raw).get("metadata", {}), f"{path.name}: stores widget state in metadata"
+
+
+# ----------------------------------------------------------------------------- machine independence
+# A stored output must hold on every machine (nbval compares it): no timings, and no exact figure
+# that depends on floating-point rounding after many steps (training metrics). Such a cell either
+# asserts honest bounds and prints what cannot flip, or is marked NBVAL_IGNORE_OUTPUT with the reason
+# on the next line. Markdown never states a machine-dependent number (a time, a speed ratio).
+IGNORE_MARKER = re.compile(r"^[ \t]*#[ \t]*NBVAL_IGNORE_OUTPUT[ \t]*$", re.M)  # nbval's rule: the marker alone on its line
+REASON_AFTER_MARKER = re.compile(r"^[ \t]*#[ \t]*NBVAL_IGNORE_OUTPUT[ \t]*\n[ \t]*#[ \t]*(?P<reason>\S.*)$", re.M)
+TRAINING_WORDS = re.compile(r"accuracy[^\n]*%|loss|grad(?:ient)? norm", re.I)
+EXACT_DECIMAL = re.compile(r"\d\.\d{2,}")
+
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n\s*\n|\n\s*[-*+]\s|\n\s*\|")
+LITERAL_TIMING = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?:\s?(?:ms|µs|μs|us|ns)|\s(?:s|sec|secs|seconds?))\b(?!-)")
+TIMES_FASTER = re.compile(
+    r"\b(?:\d+(?:\.\d+)?|two|three|four|five|six|seven|eight|nine|ten|twenty|thirty|forty|fifty|hundreds?|tens|a few|several)"
+    r"(?:\s+(?:to|or|–|-)\s+\w+)?\s+(?:of\s+)?times\s+(?:faster|slower|quicker|as fast|as slow|longer|shorter)",
+    re.I,
+)
+RATIO = re.compile(r"(?<![\d×x.\\])\d+(?:\.\d+)?(?:\s?[–-]\s?\d+(?:\.\d+)?)?\s?[×x](?![\d$\\{])")
+SPEED_WORDS = re.compile(r"\b(?:fast\w*|slow\w*|speed\w*|time|timings?|throughput|latency|runs? at|quick\w*|wall-clock)\b", re.I)
+
+
+def machine_dependent_numbers(markdown: str) -> List[str]:
+    """The literal timings and speed ratios stated in ``markdown`` ("12 ms", "0.3× depthwise",
+    "3 times faster"): numbers that change with the machine, so prose must not fix them.
+
+    A bare ratio ("49×") counts only in a sentence about speed: "49× the memory of the map" is
+    arithmetic, "runs at 0.3× depthwise" is a measurement. Dimensions ("7×7", "224×224") never count.
+    """
+    found: List[str] = []
+    for sentence in SENTENCE_BREAK.split(markdown):
+        found += [m.group(0) for m in LITERAL_TIMING.finditer(sentence)]
+        found += [m.group(0) for m in TIMES_FASTER.finditer(sentence)]
+        if SPEED_WORDS.search(sentence):
+            found += [m.group(0) for m in RATIO.finditer(sentence)]
+    return found
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "One forward pass takes 12 ms here.",
+        "It took about 3 s to compile.",
+        "Forward plus backward runs at 0.15–0.2× depthwise.",
+        "The fused op is 0.3× as fast as depthwise convolution.",
+        "The vectorized versions are tens of times faster than the loops.",
+        "It runs five to six\ntimes slower per step.",
+        "Unfold is 3 times faster here.",
+        "About 250 µs per call.",
+    ],
+)
+def test_timing_detector_flags_machine_dependent_numbers(text):
+    assert machine_dependent_numbers(text), f"not flagged: {text!r}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "A $7\\times 7$ kernel, a 1×1 conv and 224×224 images.",
+        "unfold materialises 49× the feature map.",
+        "about 3× the input with the paper's defaults",
+        "Which is faster depends on the machine; the cell above measures it.",
+        "some 1s, 7s and 9s differ by one or two pixels",
+        "stride $s$ and $H' = \\lceil H / s \\rceil$; rows 0, 2s, ...",
+        "Estimated time: 45–60 minutes.",
+    ],
+)
+def test_timing_detector_leaves_arithmetic_alone(text):
+    assert not machine_dependent_numbers(text), machine_dependent_numbers(text)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_markdown_states_no_timing_or_speed_ratio(name):
+    """Times and speed ratios depend on the machine: compute and assert them in code, and say in
+    prose only what holds everywhere (or that the direction depends on the machine)."""
+    nb = load(name)
+    found = [
+        (index, hit)
+        for index, cell in enumerate(nb.cells)
+        if cell.cell_type == "markdown"
+        for hit in machine_dependent_numbers(cell.source)
+    ]
+    assert not found, f"{name}: markdown states machine-dependent numbers (cell, text): {found}"
+
+
+def stores_exact_training_figures(cell: nbformat.NotebookNode) -> bool:
+    """True when a compared (not output-ignored) cell prints training figures to 2+ decimals:
+    losses, gradient norms, accuracies in %, which round differently on another CPU."""
+    if cell.cell_type != "code" or IGNORE_MARKER.search(cell.source):
+        return False
+    for output in cell.get("outputs", []):
+        text = output.get("text", "") if output.get("output_type") == "stream" else ""
+        if TRAINING_WORDS.search(text) and EXACT_DECIMAL.search(text):
+            return True
+    return False
+
+
+def test_exact_figure_detector_both_ways():
+    printed = nbformat.v4.new_code_cell("print(history)")
+    printed.outputs = [nbformat.v4.new_output("stream", name="stdout", text="seed 0: test accuracy 98.89 %\n")]
+    assert stores_exact_training_figures(printed)
+    printed.source = "# NBVAL_IGNORE_OUTPUT\n# exact figures round differently on another CPU\nprint(history)"
+    assert not stores_exact_training_figures(printed)
+    printed.source = "# NBVAL_IGNORE_OUTPUT: not alone on its line, so nbval does not see it\nprint(history)"
+    assert stores_exact_training_figures(printed)
+    robust = nbformat.v4.new_code_cell("print(...)")
+    robust.outputs = [nbformat.v4.new_output("stream", name="stdout", text="all three seeds above 94 %: True\n")]
+    assert not stores_exact_training_figures(robust)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_exact_training_figures_in_compared_outputs(name):
+    """nbval compares stored outputs exactly; a training run's figures differ in the last digits
+    on another CPU or library build, so they must be bounded by asserts and printed coarsely,
+    or shown in a cell marked NBVAL_IGNORE_OUTPUT that says why."""
+    nb = load(name)
+    bad = [index for index, cell in enumerate(nb.cells) if stores_exact_training_figures(cell)]
+    assert not bad, (
+        f"{name}: cells {bad} store exact training figures that another machine rounds differently; "
+        "assert bounds and print what cannot flip, or mark the cell # NBVAL_IGNORE_OUTPUT with the reason"
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ignored_outputs_state_their_reason(name):
+    """An output left out of the comparison says why, in a comment on the line after the marker
+    (e.g. ``# timings depend on the machine``), so no output is dropped silently."""
+    nb = load(name)
+    silent = [
+        index
+        for index, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        and IGNORE_MARKER.search(cell.source)
+        and not any(len(m.group("reason").split()) >= 3 for m in REASON_AFTER_MARKER.finditer(cell.source))
+    ]
+    assert not silent, (
+        f"{name}: cells {silent} are marked # NBVAL_IGNORE_OUTPUT without a reason; "
+        "put a comment of a few words on the next line saying why the output differs between runs or machines"
+    )
