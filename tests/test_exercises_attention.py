@@ -1,19 +1,28 @@
-"""The notebook-09 checkers accept a correct solution and reject plausible wrong ones with a helpful message."""
+"""The notebook-09 checkers accept correct solutions, reject plausible wrong ones naming the
+mistake, refuse the shortcuts and never raise; the references agree with explicit loops."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from checker_harness import assert_accepts, assert_never_raises, assert_rejects
+from involution_edu import involution
 from involution_edu.exercises.attention import (
-    attention_kernels_reference,
-    check_attention_kernels,
+    QUESTIONS,
+    attention_as_involution_reference,
+    check_attention_as_involution,
+    check_local_attention_costs,
     check_window_softmax,
+    local_attention_costs_reference,
+    local_attention_reference,
     window_softmax_reference,
 )
+from involution_edu.exercises.framework import check_answer
 
 # --------------------------------------------------------------------------- correct solutions
 
@@ -25,172 +34,282 @@ def window_softmax_solution(logits):
     return (weights / weights.sum(dim=2, keepdim=True)).view_as(logits)
 
 
-def attention_kernels_loops(q, k, kernel_size, heads):
-    """Plain loops over every head, position and window tap: the oracle for the reference."""
-    batch, dims, height, width = q.shape
-    head_dims, pad = dims // heads, (kernel_size - 1) // 2
-    out = torch.zeros(batch, heads, kernel_size, kernel_size, height, width, dtype=q.dtype)
+def attention_as_involution_solution(x, w_query, w_key, w_value, heads, kernel_size, *, mask=True, scale=True,
+                                     project_values=True):
+    """Tap by tap with shifted keys; the keyword flags make the plausible mistakes."""
+    batch, channels, height, width = x.shape
+    per_head, pad = channels // heads, (kernel_size - 1) // 2
+    q, k, v = (torch.einsum("oc,bchw->bohw", w, x) for w in (w_query, w_key, w_value))
+    values = v if project_values else x
+    q = q.reshape(batch, heads, per_head, height, width)
+    k_padded = F.pad(k, (pad,) * 4).reshape(batch, heads, per_head, height + 2 * pad, width + 2 * pad)
+    inside = F.pad(torch.ones(height, width, dtype=torch.bool), (pad,) * 4)
+    logits = x.new_empty(batch, heads, kernel_size, kernel_size, height, width)
+    for u in range(kernel_size):
+        for s in range(kernel_size):
+            tap = (q * k_padded[..., u : u + height, s : s + width]).sum(dim=2)
+            if scale:
+                tap = tap / math.sqrt(per_head)
+            if mask:
+                tap = tap.masked_fill(~inside[u : u + height, s : s + width], float("-inf"))
+            logits[:, :, u, s] = tap
+    return values, window_softmax_solution(logits)
+
+
+def attention_loops(x, wq, wk, wv, heads, kernel_size):
+    """Plain loops over every image, head, position and tap: the oracle for the references."""
+    x, wq, wk, wv = (np.asarray(a, dtype=np.float64) for a in (x, wq, wk, wv))
+    batch, channels, height, width = x.shape
+    q, k, v = (np.einsum("oc,bchw->bohw", w, x) for w in (wq, wk, wv))
+    per_head, pad = channels // heads, (kernel_size - 1) // 2
+    out = np.zeros_like(x)
     for b in range(batch):
         for h in range(heads):
-            block = slice(h * head_dims, (h + 1) * head_dims)
+            block = slice(h * per_head, (h + 1) * per_head)
             for i in range(height):
                 for j in range(width):
-                    taps, logits = [], []
+                    logits, values = [], []
                     for u in range(kernel_size):
-                        for v in range(kernel_size):
-                            r, s = i + u - pad, j + v - pad
-                            if 0 <= r < height and 0 <= s < width:
-                                taps.append((u, v))
-                                logits.append(float(q[b, block, i, j] @ k[b, block, r, s]) / math.sqrt(head_dims))
-                    top = max(logits)
-                    exps = [math.exp(value - top) for value in logits]
-                    for (u, v), e in zip(taps, exps):
-                        out[b, h, u, v, i, j] = e / sum(exps)
+                        for s in range(kernel_size):
+                            r, c = i + u - pad, j + s - pad
+                            if 0 <= r < height and 0 <= c < width:
+                                logits.append(q[b, block, i, j] @ k[b, block, r, c] / math.sqrt(per_head))
+                                values.append(v[b, block, r, c])
+                    weights = np.exp(np.array(logits) - max(logits))
+                    out[b, block, i, j] = (weights / weights.sum()) @ np.array(values)
     return out
 
 
-def attention_kernels_solution(q, k, kernel_size, heads):
-    batch, dims, height, width = q.shape
-    head_dims, pad = dims // heads, (kernel_size - 1) // 2
-    keys = F.unfold(k, kernel_size, padding=pad).view(batch, heads, head_dims, kernel_size, kernel_size, height, width)
-    inside = F.unfold(torch.ones(1, 1, height, width, dtype=q.dtype), kernel_size, padding=pad)
-    inside = inside.view(1, 1, kernel_size, kernel_size, height, width) > 0
-    logits = (q.view(batch, heads, head_dims, 1, 1, height, width) * keys).sum(2) / math.sqrt(head_dims)
-    return window_softmax_solution(logits.masked_fill(~inside, float("-inf")))
+def local_attention_costs_solution(channels, height, width, kernel_size, heads):
+    positions, taps = height * width, kernel_size**2
+    return 3 * channels**2, 3 * channels**2 * positions + 2 * positions * taps * channels
 
 
-# --------------------------------------------------------------------------- wrong answers
+def _inputs(batch, channels, height, width, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, channels, height, width, generator=g, dtype=torch.float64)
+    return x, [torch.randn(channels, channels, generator=g, dtype=torch.float64) for _ in range(3)]
 
 
-def softmax_over_one_window_axis(logits):
-    return torch.softmax(logits, dim=3)
+# --------------------------------------------------------------------------- references
 
 
-def softmax_over_the_image(logits):
-    batch, groups, k1, k2, height, width = logits.shape
-    return torch.softmax(logits.reshape(batch, groups, k1, k2, height * width), dim=-1).view_as(logits)
-
-
-def softmax_without_max_subtraction(logits):
-    weights = logits.flatten(2, 3).exp()
-    return (weights / weights.sum(dim=2, keepdim=True)).view_as(logits)
-
-
-def softmax_that_zeroes_infinities(logits):
-    return window_softmax_solution(torch.nan_to_num(logits, neginf=0.0))
-
-
-def kernels_without_scaling(q, k, kernel_size, heads):
-    head_dims = q.shape[1] // heads
-    return attention_kernels_solution(q * math.sqrt(head_dims), k, kernel_size, heads)
-
-
-def kernels_scaled_by_all_channels(q, k, kernel_size, heads):
-    scale = math.sqrt(q.shape[1] // heads) / math.sqrt(q.shape[1])
-    return attention_kernels_solution(q * scale, k, kernel_size, heads)
-
-
-def kernels_with_zero_keys_outside(q, k, kernel_size, heads):
-    batch, dims, height, width = q.shape
-    head_dims, pad = dims // heads, (kernel_size - 1) // 2
-    keys = F.unfold(k, kernel_size, padding=pad).view(batch, heads, head_dims, kernel_size, kernel_size, height, width)
-    logits = (q.view(batch, heads, head_dims, 1, 1, height, width) * keys).sum(2) / math.sqrt(head_dims)
-    return window_softmax_solution(logits)
-
-
-def kernels_with_interleaved_heads(q, k, kernel_size, heads):
-    batch, dims, height, width = q.shape
-    order = torch.arange(dims).view(dims // heads, heads).t().reshape(-1)  # channel c -> head c % heads
-    return attention_kernels_solution(q[:, order], k[:, order], kernel_size, heads)
-
-
-def kernels_with_swapped_window_axes(q, k, kernel_size, heads):
-    return attention_kernels_solution(q, k, kernel_size, heads).transpose(2, 3)
-
-
-def not_attempted(*args):
-    raise NotImplementedError("Write your solution here")
-
-
-def crashes(*args):
-    raise RuntimeError("shape mismatch in my code")
-
-
-# --------------------------------------------------------------------------- tests
-
-
-@pytest.mark.parametrize("batch, dims, height, width, kernel_size, heads", [
-    (1, 2, 4, 4, 3, 1), (1, 3, 3, 4, 5, 1), (2, 4, 4, 3, 3, 2), (1, 6, 2, 3, 1, 3), (1, 8, 5, 6, 5, 4), (1, 2, 2, 2, 7, 2),
-])  # fmt: skip
-def test_reference_matches_explicit_loops(batch, dims, height, width, kernel_size, heads):
-    generator = torch.Generator().manual_seed(batch * 100 + dims * 10 + kernel_size)
-    q = torch.randn(batch, dims, height, width, generator=generator, dtype=torch.float64)
-    k = torch.randn(batch, dims, height, width, generator=generator, dtype=torch.float64)
-    expected = attention_kernels_loops(q, k, kernel_size, heads)
-    got = attention_kernels_reference(q, k, kernel_size, heads)
-    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(got.sum(dim=(2, 3)), torch.ones(batch, heads, height, width, dtype=torch.float64))
+@pytest.mark.parametrize("batch,channels,height,width,kernel_size,heads",
+                         [(1, 4, 4, 4, 3, 1), (2, 6, 3, 5, 5, 3), (1, 8, 5, 4, 3, 2), (1, 3, 2, 3, 1, 1)])
+def test_references_match_explicit_loops_and_the_involution(batch, channels, height, width, kernel_size, heads):
+    x, ws = _inputs(batch, channels, height, width)
+    expected = attention_loops(x, *ws, heads, kernel_size)
+    np.testing.assert_allclose(local_attention_reference(x, *ws, heads, kernel_size).numpy(), expected, atol=1e-12)
+    values, kernels = attention_as_involution_reference(x, *ws, heads, kernel_size)
+    np.testing.assert_allclose(involution(values, kernels).numpy(), expected, atol=1e-12)
 
 
 def test_window_softmax_reference_sums_to_one_and_ignores_minus_infinity():
-    logits = torch.randn(2, 3, 3, 3, 4, 5, dtype=torch.float64)
-    logits[..., 0, 0, :, :] = float("-inf")
+    logits = torch.randn(1, 2, 3, 3, 2, 2, dtype=torch.float64)
+    logits[:, :, 0] = float("-inf")
     weights = window_softmax_reference(logits)
-    assert torch.all(weights[..., 0, 0, :, :] == 0)
-    torch.testing.assert_close(weights.sum(dim=(2, 3)), torch.ones(2, 3, 4, 5, dtype=torch.float64))
+    assert torch.allclose(weights.sum(dim=(2, 3)), torch.ones(1, 2, 2, 2, dtype=torch.float64))
+    assert (weights[:, :, 0] == 0).all()
 
 
 def test_references_reject_bad_input():
-    with pytest.raises(ValueError, match="6 dimensions"):
-        window_softmax_reference(torch.zeros(1, 3, 3, 2, 2))
-    q = torch.zeros(1, 4, 3, 3)
-    with pytest.raises(ValueError, match="odd"):
-        attention_kernels_reference(q, q, 4, 1)
-    with pytest.raises(ValueError, match="heads must divide"):
-        attention_kernels_reference(q, q, 3, 3)
-    with pytest.raises(ValueError, match="same shape"):
-        attention_kernels_reference(q, torch.zeros(1, 4, 3, 2), 3, 1)
+    with pytest.raises(ValueError, match="6-dimensional"):
+        window_softmax_reference(torch.zeros(2, 3))
+    x, ws = _inputs(1, 4, 3, 3)
+    with pytest.raises(ValueError, match="heads"):
+        attention_as_involution_reference(x, *ws, 3, 3)
+    with pytest.raises(ValueError, match="kernel_size"):
+        attention_as_involution_reference(x, *ws, 2, 4)
+    with pytest.raises(ValueError, match="channels"):
+        local_attention_costs_reference(0, 3, 3, 3, 1)
 
 
-def test_check_window_softmax_accepts_the_solution(capsys):
-    assert check_window_softmax(window_softmax_solution) is True
-    assert "all 4 cases pass" in capsys.readouterr().out
+def test_cost_reference_matches_a_module_and_counted_operations():
+    """Parameters of the notebook's module layout; multiply-adds counted operation by operation."""
+    channels, height, width, k, heads = 16, 5, 6, 3, 4
+    params = sum(torch.nn.Conv2d(channels, channels, 1, bias=False).weight.numel() for _ in range(3))
+    madds = 0
+    madds += 3 * channels * channels * height * width  # q, k, v
+    madds += heads * k * k * height * width * (channels // heads)  # q . k per head, tap and position
+    madds += channels * k * k * height * width  # weights times values
+    assert local_attention_costs_reference(channels, height, width, k, heads) == (params, madds)
 
 
-@pytest.mark.parametrize("wrong, message", [
-    (softmax_over_one_window_axis, "BOTH window axes"),
-    (softmax_over_the_image, "BOTH window axes"),
-    (softmax_without_max_subtraction, "maximum before exp"),
-    (softmax_that_zeroes_infinities, "weight exactly 0"),
-])  # fmt: skip
-def test_check_window_softmax_rejects_wrong_answers(capsys, wrong, message):
-    assert check_window_softmax(wrong) is False
-    printed = capsys.readouterr().out
-    assert "✗ window_softmax" in printed and message in printed
+# --------------------------------------------------------------------------- window_softmax
 
 
-def test_check_attention_kernels_accepts_the_solution(capsys):
-    assert check_attention_kernels(attention_kernels_solution) is True
-    assert "all 5 cases pass" in capsys.readouterr().out
+def test_window_softmax_accepts_the_solution(capsys):
+    assert_accepts(check_window_softmax, window_softmax_solution, capsys)
 
 
-@pytest.mark.parametrize("wrong, message", [
-    (kernels_without_scaling, "scaled dot products"),
-    (kernels_scaled_by_all_channels, "scales by sqrt(D/G)"),
-    (kernels_with_zero_keys_outside, "taps outside the image"),
-    (kernels_with_interleaved_heads, "contiguous channel block"),
-    (kernels_with_swapped_window_axes, "u = row, v = column"),
-])  # fmt: skip
-def test_check_attention_kernels_rejects_wrong_answers(capsys, wrong, message):
-    assert check_attention_kernels(wrong) is False
-    printed = capsys.readouterr().out
-    assert "✗ attention_kernels" in printed and message in printed
+@pytest.mark.parametrize("wrong,message", [
+    (lambda l: (lambda f: (f - f.amax(3, keepdim=True)).exp() / (f - f.amax(3, keepdim=True)).exp().sum(3, keepdim=True))(l),
+     "one window axis only"),
+    (lambda l: (lambda f: (f - f.amax((4, 5), keepdim=True)).exp() / (f - f.amax((4, 5), keepdim=True)).exp().sum((4, 5), keepdim=True))(l),
+     "image positions"),
+    (lambda l: l.exp() / l.exp().sum(dim=(2, 3), keepdim=True), "subtract each window's maximum"),
+    (lambda l: window_softmax_solution(torch.nan_to_num(l, neginf=0.0)), "replaced -inf by 0"),
+    (lambda l: window_softmax_solution(l).transpose(2, 3), "✗"),
+    (lambda l: l.flatten(2, 3).exp().view_as(l), "✗"),
+    (lambda l: (lambda e: e / e.sum(dim=1, keepdim=True))((l - l.amax(dim=1, keepdim=True)).exp()), "✗"),  # over the heads
+])
+def test_window_softmax_rejects_wrong_answers(capsys, wrong, message):
+    assert_rejects(check_window_softmax, wrong, capsys, message)
 
 
-@pytest.mark.parametrize("checker", [check_window_softmax, check_attention_kernels])
-def test_checkers_report_not_attempted_and_crashes_without_raising(capsys, checker):
-    assert checker(not_attempted) is False
-    assert "not attempted" in capsys.readouterr().out
-    assert checker(crashes) is False
-    printed = capsys.readouterr().out
-    assert "RuntimeError" in printed and "shape mismatch in my code" in printed
+def test_window_softmax_refuses_every_library_softmax(capsys):
+    import torch.nn.functional as functional
+    from torch import softmax as sm
+
+    def helper(flat):
+        return flat.softmax(dim=2)
+
+    shortcuts = [
+        lambda l: torch.softmax(l.flatten(2, 3), 2).view_as(l),  # direct call
+        lambda l: sm(l.flatten(2, 3), 2).view_as(l),  # alias import
+        lambda l: torch.nn.functional.softmax(l.flatten(2, 3), dim=2).view_as(l),  # attribute path
+        lambda l: functional.softmax(l.flatten(2, 3), dim=2).view_as(l),
+        lambda l: helper(l.flatten(2, 3)).view_as(l),  # inside a helper, as a method
+        lambda l: torch.nn.Softmax(dim=2)(l.flatten(2, 3)).view_as(l),
+        lambda l: window_softmax_reference(l),
+    ]
+    for shortcut in shortcuts:
+        assert_rejects(check_window_softmax, shortcut, capsys, "your function calls")
+
+
+def test_window_softmax_never_raises():
+    assert_never_raises(check_window_softmax)
+
+
+# --------------------------------------------------------------------------- attention_as_involution
+
+
+def test_attention_as_involution_accepts_the_solution(capsys):
+    assert_accepts(check_attention_as_involution, attention_as_involution_solution, capsys)
+
+
+def _modulo_heads(x, wq, wk, wv, heads, k):
+    channels = x.shape[1]
+    order = torch.arange(channels).view(channels // heads, heads).t().reshape(-1)
+    return attention_as_involution_solution(x, wq[order], wk[order], wv, heads, k)
+
+
+@pytest.mark.parametrize("wrong,message", [
+    (lambda *a: attention_as_involution_solution(*a, mask=False), "left out of the softmax"),
+    (lambda *a: attention_as_involution_solution(*a, scale=False), "scaling"),
+    (lambda *a: attention_as_involution_solution(*a, project_values=False), "W_v x"),
+    (_modulo_heads, "c % heads"),
+    (lambda x, wq, wk, wv, h, k: (lambda v, kern: (v, torch.softmax(torch.log(kern), dim=3)))(
+        *attention_as_involution_solution(x, wq, wk, wv, h, k)), "one window axis"),
+    # the cheat: the attention output with an identity kernel gives the right involution output
+    (lambda x, wq, wk, wv, h, k: (local_attention_reference(x, wq, wk, wv, h, k),
+                                  F.pad(torch.ones(x.shape[0], h, 1, 1, *x.shape[2:], dtype=x.dtype),
+                                        (0, 0, 0, 0, (k - 1) // 2, (k - 1) // 2, (k - 1) // 2, (k - 1) // 2))), "your function calls"),
+    (lambda x, wq, wk, wv, h, k: attention_as_involution_solution(x, wk, wq, wv, h, k), "✗"),  # queries and keys swapped
+    (lambda *a: attention_as_involution_solution(*a)[::-1], "✗"),
+])
+def test_attention_as_involution_rejects_wrong_answers(capsys, wrong, message):
+    assert_rejects(check_attention_as_involution, wrong, capsys, message)
+
+
+def test_attention_as_involution_cheat_without_the_reference_is_rejected(capsys):
+    """Right involution output, wrong pair: the checker compares the pair, not only the product."""
+    def cheat(x, wq, wk, wv, heads, k):
+        values, kernels = attention_as_involution_solution(x, wq, wk, wv, heads, k)
+        out = involution(values, kernels)
+        identity = torch.zeros_like(kernels)
+        identity[:, :, (k - 1) // 2, (k - 1) // 2] = 1.0
+        return out, identity
+
+    x, ws = _inputs(1, 4, 4, 4)
+    values, kernels = cheat(x, *ws, 1, 3)
+    torch.testing.assert_close(involution(values, kernels), involution(*attention_as_involution_reference(x, *ws, 1, 3)))
+    assert_rejects(check_attention_as_involution, cheat, capsys, "✗")
+
+
+def test_attention_as_involution_refuses_the_references_everywhere(capsys):
+    from involution_edu.exercises import attention as module
+    from involution_edu.exercises.attention import attention_as_involution_reference as alias
+
+    def helper(*a):
+        return alias(*a)
+
+    for shortcut in (lambda *a: attention_as_involution_reference(*a), lambda *a: alias(*a),
+                     lambda *a: module.attention_as_involution_reference(*a), lambda *a: helper(*a)):
+        assert_rejects(check_attention_as_involution, shortcut, capsys, "your function calls")
+
+
+def test_attention_as_involution_never_raises():
+    assert_never_raises(check_attention_as_involution)
+    assert_never_raises(check_attention_as_involution, make_candidate=lambda value: (lambda *a: (value, value)))
+
+
+# --------------------------------------------------------------------------- local_attention_costs
+
+
+def test_costs_accept_the_solution(capsys):
+    assert_accepts(check_local_attention_costs, local_attention_costs_solution, capsys)
+
+
+@pytest.mark.parametrize("wrong,message", [
+    (lambda c, h, w, k, g: (2 * c * c, 2 * c * c * h * w + 2 * h * w * k * k * c), "value projection"),
+    (lambda c, h, w, k, g: (3 * c * c, 3 * c * c * h * w + h * w * k * k * c), "only one of the two window products"),
+    (lambda c, h, w, k, g: (3 * c * c, 3 * c * c * h * w + 2 * g * h * w * k * k * c), "not heads times"),
+    (lambda c, h, w, k, g: (3 * c * c + 3 * c, 3 * c * c * h * w + 2 * h * w * k * k * c), "no bias"),
+    (lambda c, h, w, k, g: (3 * c * c, 3 * c * c * h * w), "only the projections"),
+    (lambda c, h, w, k, g: (3 * c * c, 3 * c * c + 2 * h * w * k * k * c), "run at every position"),
+    (lambda c, h, w, k, g: (3 * c * c, 3 * c * c * h * w + 2 * h * w * k * k * (c // g)), "✗"),
+    (lambda c, h, w, k, g: 3 * c * c, "✗"),
+    (lambda c, h, w, k, g: (str(3 * c * c), 3 * c * c * h * w + 2 * h * w * k * k * c), "✗"),
+])
+def test_costs_reject_wrong_answers(capsys, wrong, message):
+    assert_rejects(check_local_attention_costs, wrong, capsys, message)
+
+
+def test_costs_refuse_the_reference(capsys):
+    from involution_edu.exercises.attention import local_attention_costs_reference as count
+
+    assert_rejects(check_local_attention_costs, lambda *a: count(*a), capsys, "your function calls")
+
+
+def test_costs_never_raise():
+    assert_never_raises(check_local_attention_costs)
+
+
+# --------------------------------------------------------------------------- questions
+
+
+@pytest.mark.parametrize("key", sorted(QUESTIONS))
+def test_questions_accept_the_answer_and_explain_every_wrong_choice(key, capsys):
+    question = QUESTIONS[key]
+    assert check_answer(question, question.answer) is True
+    assert "✓" in capsys.readouterr().out
+    if question.choices:
+        assert set(question.wrong) == set(question.choices) - {question.answer}
+        for choice, explanation in question.wrong.items():
+            assert check_answer(question, choice) is False
+            assert explanation[:40] in capsys.readouterr().out
+    else:
+        for value, message in question.mistakes:
+            assert check_answer(question, value) is False
+            assert message[:40] in capsys.readouterr().out
+    assert check_answer(question, None) is False
+    assert "not answered" in capsys.readouterr().out
+
+
+def test_footprint_answer_is_what_attention_does():
+    """Changing the centre pixel changes the attention kernel at exactly K*K positions."""
+    from involution_edu.exercises.attention import attention_logits_reference
+
+    size, k = 11, 5
+    x, ws = _inputs(1, 4, size, size, seed=3)
+    bumped = x.clone()
+    bumped[:, :, size // 2, size // 2] += 1.0
+
+    def kernels(t):
+        return window_softmax_reference(attention_logits_reference(
+            torch.einsum("oc,bchw->bohw", ws[0], t), torch.einsum("oc,bchw->bohw", ws[1], t), k, 1))
+
+    changed = (kernels(bumped) - kernels(x)).abs().flatten(0, 3).amax(0).gt(1e-12).sum().item()
+    assert changed == k * k
+    assert QUESTIONS["generator_footprint"].answer == 7 * 7
