@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import math
 
-from involution_edu.exercises.rednet import check_bottleneck_params, check_involution_flops, check_stage_shapes
+import pytest
+from checker_harness import assert_accepts, assert_never_raises, assert_rejects
+
+from involution_edu.exercises.framework import check_answer
+from involution_edu.exercises.rednet import QUESTIONS, check_bottleneck_params, check_identify_checkpoint, check_stage_shapes
 
 
 def not_attempted(*args, **kwargs):
@@ -44,41 +48,83 @@ def bottleneck_params_no_involution_bias(in_channels, planes, stride):
 
 
 def bottleneck_params_with_running_stats(in_channels, planes, stride):
-    return bottleneck_params_solution(in_channels, planes, stride) + 2 * planes + 2 * planes + 8 * planes
+    shortcut_bn = 4 * planes if stride != 1 or in_channels != 4 * planes else 0
+    bn_channels = planes + planes // 4 + planes + 4 * planes + shortcut_bn
+    return bottleneck_params_solution(in_channels, planes, stride) + 2 * bn_channels  # running_mean, running_var
 
 
 def bottleneck_params_3x3_conv(in_channels, planes, stride):
     return bottleneck_params_solution(in_channels, planes, stride) - _involution_params(planes) + 9 * planes * planes
 
 
+def bottleneck_params_shortcut_ignores_stride(in_channels, planes, stride):
+    total = bottleneck_params_no_shortcut(in_channels, planes, stride)
+    return total + (in_channels * 4 * planes + 8 * planes if in_channels != 4 * planes else 0)
+
+
+def bottleneck_params_no_bn3(in_channels, planes, stride):
+    return bottleneck_params_solution(in_channels, planes, stride) - 8 * planes
+
+
+def bottleneck_params_no_generator_bn(in_channels, planes, stride):
+    return bottleneck_params_solution(in_channels, planes, stride) - 2 * (planes // 4)
+
+
+def bottleneck_params_shortcut_with_bias(in_channels, planes, stride):
+    extra = 4 * planes if stride != 1 or in_channels != 4 * planes else 0
+    return bottleneck_params_solution(in_channels, planes, stride) + extra
+
+
+def bottleneck_params_always_shortcut(in_channels, planes, stride):
+    return bottleneck_params_no_shortcut(in_channels, planes, stride) + in_channels * 4 * planes + 8 * planes
+
+
 def test_bottleneck_params_accepts_solution(capsys):
-    assert check_bottleneck_params(bottleneck_params_solution) is True
-    assert "all 5 cases pass" in capsys.readouterr().out
+    assert_accepts(check_bottleneck_params, bottleneck_params_solution, capsys)
 
 
-def test_bottleneck_params_rejects_missing_shortcut(capsys):
-    assert check_bottleneck_params(bottleneck_params_no_shortcut) is False
-    out = capsys.readouterr().out
-    assert "case 1/5 'layer1.0: 64 -> 256'" in out and "shortcut" in out
+@pytest.mark.parametrize(
+    "wrong, needles",
+    [
+        (bottleneck_params_no_shortcut, ("'layer1.0: 64 -> 256'", "left out the shortcut")),
+        (bottleneck_params_shortcut_only_when_strided, ("'layer1.0: 64 -> 256'", "left out the shortcut")),
+        (bottleneck_params_shortcut_ignores_stride, ("'256 -> 256 with stride 2'", "stride is 2")),
+        (bottleneck_params_no_involution_bias, ("bias of the involution's conv2 (K*K*G = 196 values)",)),
+        (bottleneck_params_with_running_stats, ("running statistics",)),
+        (bottleneck_params_3x3_conv, ("3x3 convolution in the middle",)),
+        (bottleneck_params_no_bn3, ("bn3's two vectors",)),
+        (bottleneck_params_no_generator_bn, ("BN inside the involution's kernel generator",)),
+        (bottleneck_params_shortcut_with_bias, ("no bias",)),
+        (bottleneck_params_always_shortcut, ("'layer1.1: 256 -> 256'", "identity")),
+    ],
+)
+def test_bottleneck_params_names_the_mistake(wrong, needles, capsys):
+    assert_rejects(check_bottleneck_params, wrong, capsys, *needles)
 
 
-def test_bottleneck_params_rejects_shortcut_only_for_stride(capsys):
-    assert check_bottleneck_params(bottleneck_params_shortcut_only_when_strided) is False
-    out = capsys.readouterr().out
-    assert "'layer1.0: 64 -> 256'" in out and "widens 64 -> 256" in out
+def bottleneck_by_building(in_channels, planes, stride):
+    from involution_edu.rednet import InvolutionBottleneck
+    from involution_edu.resnet import make_res_layer
+
+    return sum(p.numel() for p in make_res_layer(InvolutionBottleneck, 1, in_channels, 4 * planes, stride).parameters())
 
 
-def test_bottleneck_params_rejects_missing_bias(capsys):
-    assert check_bottleneck_params(bottleneck_params_no_involution_bias) is False
-    out = capsys.readouterr().out
-    assert "off by -196" in out  # 49 * (64 // 16) bias entries of conv2.conv
+def bottleneck_by_counting(in_channels, planes, stride):
+    from involution_edu.counting import count_parameters as count
+
+    return count(_block(in_channels, planes, stride))
 
 
-def test_bottleneck_params_rejects_running_stats_and_plain_conv(capsys):
-    assert check_bottleneck_params(bottleneck_params_with_running_stats) is False
-    assert "expected 42532, got" in capsys.readouterr().out
-    assert check_bottleneck_params(bottleneck_params_3x3_conv) is False
-    assert "case 1/5" in capsys.readouterr().out
+def _block(in_channels, planes, stride):
+    from involution_edu.rednet import InvolutionBottleneck
+    from involution_edu.resnet import make_res_layer
+
+    return make_res_layer(InvolutionBottleneck, 1, in_channels, 4 * planes, stride)
+
+
+@pytest.mark.parametrize("shortcut", [bottleneck_by_building, bottleneck_by_counting])
+def test_bottleneck_params_refuses_building_the_block(shortcut, capsys):
+    assert_rejects(check_bottleneck_params, shortcut, capsys, "asks you to write the count from the layer shapes yourself")
 
 
 def test_bottleneck_params_not_attempted_and_crashing(capsys):
@@ -139,27 +185,39 @@ def test_stage_shapes_accepts_solution(capsys):
     assert check_stage_shapes(lambda n: [tuple(s) for s in stage_shapes_solution(n)]) is True  # tuples or lists
 
 
-def test_stage_shapes_rejects_floor_division(capsys):
-    assert check_stage_shapes(stage_shapes_floor) is False
-    out = capsys.readouterr().out
-    assert "'65 x 65'" in out and "ceil(H / 2)" in out
+def stage_shapes_no_stride_in_layer4(input_size):
+    shapes = stage_shapes_solution(input_size)
+    c, h, w = shapes[3]
+    return shapes[:4] + [(2048, h, w)]
 
 
-def test_stage_shapes_rejects_missing_max_pool(capsys):
-    assert check_stage_shapes(stage_shapes_forgets_max_pool) is False
-    out = capsys.readouterr().out
-    assert "'224 x 224 (ImageNet)'" in out and "item 0" in out
+@pytest.mark.parametrize(
+    "wrong, needles",
+    [
+        (stage_shapes_floor, ("floor",)),
+        (stage_shapes_forgets_max_pool, ("max pool",)),
+        (stage_shapes_inner_width, ("inner widths",)),
+        (stage_shapes_layer1_strided, ("layer1 has stride 1",)),
+        (stage_shapes_no_stride_in_layer4, ("'224 x 224 (ImageNet)'",)),
+        (lambda n: [(c, h) for c, h, _ in stage_shapes_solution(n)], ("'224 x 224 (ImageNet)'",)),
+    ],
+)
+def test_stage_shapes_names_the_mistake(wrong, needles, capsys):
+    assert_rejects(check_stage_shapes, wrong, capsys, *needles)
 
 
-def test_stage_shapes_rejects_inner_width(capsys):
-    assert check_stage_shapes(stage_shapes_inner_width) is False
-    out = capsys.readouterr().out
-    assert "item 1: item 0: expected 256, got 64" in out
+def stage_shapes_by_running(input_size):
+    import torch
+
+    from involution_edu.rednet import RedNet
+
+    with torch.device("meta"):
+        stages = RedNet(26).forward_stages(torch.empty(1, 3, input_size, input_size))
+    return [tuple(out.shape[1:]) for _, out in stages]
 
 
-def test_stage_shapes_rejects_strided_layer1(capsys):
-    assert check_stage_shapes(stage_shapes_layer1_strided) is False
-    assert "item 1: item 1: expected 56, got 28" in capsys.readouterr().out
+def test_stage_shapes_refuses_running_the_network(capsys):
+    assert_rejects(check_stage_shapes, stage_shapes_by_running, capsys, "asks you to write the size arithmetic yourself")
 
 
 def test_stage_shapes_rejects_wrong_length(capsys):
@@ -169,79 +227,130 @@ def test_stage_shapes_rejects_wrong_length(capsys):
     assert "not attempted yet" in capsys.readouterr().out
 
 
-# ----------------------------------------------------------------------------- involution_flops
-def involution_flops_solution(channels, height, width, stride=1, kernel_size=7, reduction_ratio=4, group_channels=16):
-    out_h, out_w = math.ceil(height / stride), math.ceil(width / stride)
-    hidden, groups = channels // reduction_ratio, channels // group_channels
-    generation = (channels * hidden + hidden * kernel_size**2 * groups) * out_h * out_w
-    aggregation = kernel_size**2 * channels * out_h * out_w
-    return generation + aggregation
 
 
-def involution_flops_no_aggregation(channels, height, width, stride=1, kernel_size=7, reduction_ratio=4, group_channels=16):
-    out_h, out_w = math.ceil(height / stride), math.ceil(width / stride)
-    return involution_flops_solution(channels, height, width, stride, kernel_size, reduction_ratio, group_channels) - (
-        kernel_size**2 * channels * out_h * out_w
-    )
+# ----------------------------------------------------------------------------- identify_checkpoint
+def _strip(state_dict):
+    names = []
+    for name in state_dict:
+        for prefix in ("module.", "backbone."):
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+        names.append(name)
+    return names
 
 
-def involution_flops_per_group(channels, height, width, stride=1, kernel_size=7, reduction_ratio=4, group_channels=16):
-    out_h, out_w = math.ceil(height / stride), math.ceil(width / stride)
-    groups = channels // group_channels
-    return involution_flops_no_aggregation(channels, height, width, stride, kernel_size, reduction_ratio, group_channels) + (
-        kernel_size**2 * groups * out_h * out_w
-    )
+def _blocks(names):
+    return sum(max(int(n.split(".")[1]) for n in names if n.startswith(f"layer{s}.")) + 1 for s in range(1, 5))
 
 
-def involution_flops_generation_at_full_size(channels, height, width, stride=1, kernel_size=7, reduction_ratio=4, group_channels=16):
-    out_h, out_w = math.ceil(height / stride), math.ceil(width / stride)
-    hidden, groups = channels // reduction_ratio, channels // group_channels
-    generation = (channels * hidden + hidden * kernel_size**2 * groups) * height * width
-    return generation + kernel_size**2 * channels * out_h * out_w
+def _stem_outputs(state_dict):
+    return next(v for k, v in state_dict.items() if k.endswith("stem.1.conv2.conv.weight")).shape[0]
 
 
-def involution_flops_floor(channels, height, width, stride=1, kernel_size=7, reduction_ratio=4, group_channels=16):
-    return involution_flops_solution(channels, (height // stride) * stride, (width // stride) * stride, stride,
-                                     kernel_size, reduction_ratio, group_channels)
+def identify_solution(state_dict):
+    return 3 * _blocks(_strip(state_dict)) + 2, math.isqrt(_stem_outputs(state_dict) // 2)
 
 
-def involution_flops_with_bias(channels, height, width, stride=1, kernel_size=7, reduction_ratio=4, group_channels=16):
-    out_h, out_w = math.ceil(height / stride), math.ceil(width / stride)
-    return involution_flops_solution(channels, height, width, stride, kernel_size, reduction_ratio, group_channels) + (
-        kernel_size**2 * (channels // group_channels) * out_h * out_w
-    )
+def identify_blocks_not_depth(state_dict):
+    return _blocks(_strip(state_dict)), math.isqrt(_stem_outputs(state_dict) // 2)
 
 
-def test_involution_flops_accepts_solution(capsys):
-    assert check_involution_flops(involution_flops_solution) is True
-    assert "all 5 cases pass" in capsys.readouterr().out
+def identify_three_per_block(state_dict):
+    return 3 * _blocks(_strip(state_dict)), math.isqrt(_stem_outputs(state_dict) // 2)
 
 
-def test_involution_flops_rejects_missing_aggregation(capsys):
-    assert check_involution_flops(involution_flops_no_aggregation) is False
-    out = capsys.readouterr().out
-    assert "case 1/5" in out and "expected 22880256, got 13045760" in out and "aggregation" in out
+def identify_forgets_groups(state_dict):
+    return 3 * _blocks(_strip(state_dict)) + 2, math.isqrt(_stem_outputs(state_dict))
 
 
-def test_involution_flops_rejects_aggregation_per_group(capsys):
-    assert check_involution_flops(involution_flops_per_group) is False
-    assert "case 1/5" in capsys.readouterr().out
+def identify_assumes_backbone_prefix(state_dict):
+    names = [n[len("backbone."):] for n in state_dict]  # breaks on bare backbones and DDP keys
+    return 3 * _blocks(names) + 2, math.isqrt(_stem_outputs(state_dict) // 2)
 
 
-def test_involution_flops_rejects_generation_before_pooling(capsys):
-    assert check_involution_flops(involution_flops_generation_at_full_size) is False
-    out = capsys.readouterr().out
-    assert "'layer2.0 involution: C=128, 56x56, stride 2'" in out and "pooled 28 x 28" in out
+def identify_always_7x7(state_dict):
+    return 3 * _blocks(_strip(state_dict)) + 2, 7
 
 
-def test_involution_flops_rejects_floor_sizes(capsys):
-    assert check_involution_flops(involution_flops_floor) is False
-    out = capsys.readouterr().out
-    assert "'odd size: C=256, 15x15, stride 2'" in out and "ceil(15 / 2) = 8" in out
+def identify_counts_layer_names(state_dict):
+    names = _strip(state_dict)
+    return 3 * len({n.split(".")[1] for n in names if n.startswith("layer")}) + 2, 7
 
 
-def test_involution_flops_rejects_bias_and_not_attempted(capsys):
-    assert check_involution_flops(involution_flops_with_bias) is False
-    assert "case 1/5" in capsys.readouterr().out
-    assert check_involution_flops(not_attempted) is False
-    assert "not attempted yet" in capsys.readouterr().out
+def identify_by_loading(state_dict):
+    from involution_edu.rednet import rednet
+
+    for depth in (26, 38, 50, 101, 152):
+        for k in (3, 7):
+            try:
+                rednet(depth, stem_kernel_size=k).load_state_dict(state_dict)
+                return depth, k
+            except Exception:
+                continue
+    return None
+
+
+def test_identify_checkpoint_accepts_solution(capsys):
+    assert_accepts(check_identify_checkpoint, identify_solution, capsys)
+
+
+@pytest.mark.parametrize(
+    "wrong, needles",
+    [
+        (identify_blocks_not_depth, ("number of bottlenecks",)),
+        (identify_three_per_block, ("plus 2",)),
+        (identify_forgets_groups, ("divide by G",)),
+        (identify_assumes_backbone_prefix, ("'RedNet-101, bare backbone'",)),
+        (identify_always_7x7, ("'RedNet-50, classifier, 3x3 stem'", "stem.1.conv2's shape")),
+        (identify_counts_layer_names, ("✗ identify_checkpoint",)),
+    ],
+)
+def test_identify_checkpoint_names_the_mistake(wrong, needles, capsys):
+    assert_rejects(check_identify_checkpoint, wrong, capsys, *needles)
+
+
+def test_identify_checkpoint_refuses_loading_models(capsys):
+    assert_rejects(check_identify_checkpoint, identify_by_loading, capsys, "asks you to write the reading of names and shapes yourself")
+
+
+def test_identify_checkpoint_not_attempted(capsys):
+    assert check_identify_checkpoint(not_attempted) is False
+    assert "not attempted" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("checker", [check_bottleneck_params, check_stage_shapes, check_identify_checkpoint])
+def test_checkers_never_raise(checker):
+    assert_never_raises(checker)
+
+
+# ----------------------------------------------------------------------------- questions
+@pytest.mark.parametrize("key", sorted(QUESTIONS))
+def test_questions_accept_the_answer_and_explain_every_wrong_choice(key, capsys):
+    question = QUESTIONS[key]
+    assert check_answer(question, question.answer) is True
+    assert question.explanation[:30] in capsys.readouterr().out
+    assert set(question.wrong) | {question.answer} == set(question.choices)
+    for choice, why in question.wrong.items():
+        assert check_answer(question, choice) is False
+        assert why[:30] in capsys.readouterr().out
+
+
+def test_most_parameters_answer_is_what_the_count_says():
+    import torch
+
+    from involution_edu.rednet import rednet
+
+    with torch.device("meta"):
+        model = rednet(50)
+    groups = {"a": 0, "b": 0, "c": 0, "d": 0}
+    for name, parameter in model.named_parameters():
+        if name.startswith("head"):
+            groups["d"] += parameter.numel()
+        elif ".downsample." in name:
+            groups["c"] += parameter.numel()
+        elif name.startswith("backbone.layer") and ".conv2." in name:
+            groups["a"] += parameter.numel()
+        elif name.startswith("backbone.layer") and (".conv1." in name or ".conv3." in name):
+            groups["b"] += parameter.numel()
+    assert max(groups, key=groups.get) == QUESTIONS["most_parameters"].answer

@@ -308,3 +308,25 @@ def test_ignored_outputs_state_their_reason(name):
         f"{name}: cells {silent} are marked # NBVAL_IGNORE_OUTPUT without a reason; "
         "put a comment of a few words on the next line saying why the output differs between runs or machines"
     )
+
+
+NBVAL_MARKERS = ("NBVAL_IGNORE_OUTPUT", "NBVAL_CHECK_OUTPUT", "NBVAL_RAISES_EXCEPTION", "NBVAL_SKIP")
+MARKER_LIKE = re.compile(r"^[ \t]*#[ \t]*(NBVAL_\w+)(.*)$", re.M)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_nbval_markers_are_alone_on_their_line(name):
+    """nbval only sees a marker that is the whole comment (``# NBVAL_IGNORE_OUTPUT``); with text after
+    it (``# NBVAL_IGNORE_OUTPUT: reason``) the marker is silently ignored and the output compared."""
+    nb = load(name)
+    bad = [
+        (index, match.group(0).strip())
+        for index, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        for match in MARKER_LIKE.finditer(cell.source)
+        if match.group(1) not in NBVAL_MARKERS or match.group(2).strip()
+    ]
+    assert not bad, (
+        f"{name}: nbval does not recognise these markers (cell, line): {bad}; write the marker alone on its "
+        "line and the reason as a comment on the next line"
+    )
