@@ -125,22 +125,30 @@ def test_every_notebook_exercise_has_an_exported_checker():
 def test_checker_never_raises_on_a_broken_answer(name, capsys):
     checker = getattr(exercises, name)
     assert checker(_stub) is False
-    assert "not attempted" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    refused_kind = out.startswith("✗") and "expected" in out  # a checker of e.g. @triton.jit kernels
+    assert "not attempted" in out or refused_kind, out
     assert checker(_crash) is False
     out = capsys.readouterr().out
-    assert "KeyError" in out and "Traceback" not in out
+    assert ("KeyError" in out or refused_kind) and "Traceback" not in out
     assert checker(_forgot_return) is False
     assert "✗" in capsys.readouterr().out
     assert checker("not a function") is False
     out = capsys.readouterr().out
-    assert "expected a function" in out or "'str' object is not callable" in out
+    assert "expected a" in out or "'str' object is not callable" in out
 
+
+@pytest.mark.parametrize("name", ALL_CHECKERS)
+def test_checker_gives_a_verdict_on_every_odd_return(name):
+    assert_never_raises(getattr(exercises, name))
 
 
 # ----------------------------------------------------------------------------------------------
 # Shortcut guard
 # ----------------------------------------------------------------------------------------------
 import functools  # noqa: E402
+import importlib  # noqa: E402
+import sys  # noqa: E402
 
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -256,6 +264,12 @@ SHORTCUTS = {
     "nn.Module instance": ConvModule(),
     "bound method": ConvModule().forward,
     "the forbidden function itself": F.conv2d,
+    "module __dict__": lambda x, w: F.__dict__["conv2d"](x, w),
+    "vars()": lambda x, w: vars(F)["conv2d"](x, w),
+    "eval of a string": lambda x, w: eval("F.conv2d")(x, w),
+    "sys.modules": lambda x, w: sys.modules["torch.nn.functional"].conv2d(x, w),
+    "globals()": lambda x, w: globals()["F"].conv2d(x, w),
+    "importlib": lambda x, w: importlib.import_module("torch.nn.functional").conv2d(x, w),
 }
 
 
@@ -553,3 +567,15 @@ def test_not_implemented_from_a_library_op_is_an_error_not_a_stub(capsys):
     assert run_cases("conv", on_meta, CONV_CASES) is False
     out = capsys.readouterr().out
     assert "raised NotImplementedError" in out and "not attempted" not in out
+
+
+def test_guard_catches_a_forbidden_class_its_instances_and_subclasses():
+    layer = nn.Conv2d(2, 3, 3, bias=False)
+
+    class MyConv(nn.Conv2d):
+        pass
+
+    assert find_shortcuts(lambda x: nn.Conv2d(2, 3, 3)(x), [nn.Conv2d]) == ["nn.Conv2d"]
+    assert find_shortcuts(lambda x: layer(x), [nn.Conv2d])
+    assert find_shortcuts(lambda x: MyConv(2, 3, 3)(x), [nn.Conv2d])
+    assert find_shortcuts(lambda x: nn.Linear(2, 3)(x), [nn.Conv2d]) == []

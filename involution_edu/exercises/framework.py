@@ -446,6 +446,9 @@ def _matched_mistake(got: Any, case: Case) -> Optional[str]:
 # --------------------------------------------------------------------------------------------
 
 _LOAD_NAME_OPS = {"LOAD_GLOBAL", "LOAD_NAME"}
+# Names through which code can reach an attribute or a global from a string.
+_DYNAMIC_ACCESS = {"getattr", "eval", "exec", "compile", "__dict__", "vars", "attrgetter", "methodcaller", "globals",
+                   "locals", "import_module", "__import__", "modules", "__getattribute__", "get_attr"}
 _ATTR_OPS = {"LOAD_ATTR", "LOAD_METHOD"}
 _STORE_OPS = {"STORE_FAST", "STORE_NAME", "STORE_DEREF", "STORE_GLOBAL"}
 _MAX_DEPTH = 6
@@ -470,6 +473,18 @@ def _qualified(obj: Any) -> str:
         return f"{module}.{qualname}" if module and qualname else qualname
     except Exception:
         return ""
+
+
+def _instance_or_subclass(obj: Any, target: Any) -> bool:
+    """``obj`` is an instance of the forbidden class ``target`` (``conv = nn.Conv2d(...)``) or a subclass of it."""
+    try:
+        if not isinstance(target, type) or target in (object, type):
+            return False
+        if isinstance(obj, type):
+            return obj is not target and issubclass(obj, target)
+        return isinstance(obj, target)
+    except Exception:
+        return False
 
 
 def _same(obj: Any, target: Any) -> bool:
@@ -510,7 +525,7 @@ class _Scanner:
 
     def check_object(self, obj: Any, written: str, where: str) -> bool:
         for index, target in enumerate(self.objects):
-            if _same(obj, target):
+            if _same(obj, target) or _instance_or_subclass(obj, target):
                 if (index, where) in self.found:
                     return True
                 self.found.add((index, where))
@@ -665,10 +680,16 @@ class _Scanner:
         for name in code.co_names:
             if name in self.attr_names:
                 self._hit(f".{name}", where)
-        if "getattr" in code.co_names:
+        if _DYNAMIC_ACCESS & (set(code.co_names) | set(code.co_varnames)):
+            for name in code.co_names:  # e.g. sys.modules["torch.nn.functional"].conv2d, globals()["F"].conv2d
+                if name in self.names and name not in _DYNAMIC_ACCESS:
+                    self._hit(f".{name} reached by name lookup", where)
             for const in code.co_consts:
-                if isinstance(const, str) and (const in self.names or const in self.attr_names):
-                    self._hit(f"getattr(..., {const!r})", where)
+                if not isinstance(const, str):
+                    continue
+                last = const.rsplit(".", 1)[-1]
+                if last in self.names or last in self.attr_names or const in self.dotted:
+                    self._hit(f"{const!r} looked up by name", where)
         self.scan_instructions(code, glob, closure, where, depth)
         for const in code.co_consts:
             if isinstance(const, types.CodeType):
