@@ -1,4 +1,4 @@
-"""The checker and questions of notebook 10: the checker accepts the solution kernel, names each
+"""The checkers and questions of notebook 10: each checker accepts the solution kernel, names each
 plausible wrong kernel's mistake, and never raises; every question accepts its answer.
 
 The learner's kernels are written here as source text, one tap-loop body per variant, put into
@@ -18,7 +18,12 @@ import torch
 from checker_harness import assert_accepts, assert_never_raises, assert_rejects
 
 from involution_edu.exercises.framework import Question, check_answer
-from involution_edu.exercises.triton import QUESTIONS, check_involution_forward_kernel, eager_bytes_ratio
+from involution_edu.exercises.triton import (
+    QUESTIONS,
+    check_involution_forward_kernel,
+    check_involution_grad_x_kernel,
+    eager_bytes_ratio,
+)
 
 SKELETON = '''
 import triton
@@ -58,6 +63,48 @@ acc += xs * tap[None, :]
 """
 
 
+GRAD_X_SKELETON = '''
+import triton
+import triton.language as tl
+
+
+def kernel(k_ptr, go_ptr, gx_ptr, C, H, W, G, CG, OUT_H, OUT_W,
+           K: tl.constexpr, STRIDE: tl.constexpr, PADDING: tl.constexpr, DILATION: tl.constexpr,
+           BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    bg = tl.program_id(0)
+    b = bg // G
+    g = bg % G
+    n_in = H * W
+    n_out = OUT_H * OUT_W
+    pixels = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+    pixel_ok = pixels < n_in
+    h = pixels // W
+    w = pixels % W
+    chans = tl.arange(0, BLOCK_C)
+    chan_ok = chans < CG
+    go_group = go_ptr + (b * C + g * CG) * n_out
+    k_group = k_ptr + bg * K * K * n_out
+    acc = tl.full((BLOCK_C, BLOCK_P), 0.0, tl.float32)
+    for u in range(K):
+        for v in range(K):
+BODY
+    gx_group = gx_ptr + (b * C + g * CG) * n_in
+    tl.store(gx_group + chans[:, None] * n_in + pixels[None, :], acc, mask=chan_ok[:, None] & pixel_ok[None, :])
+'''
+
+GRAD_X_SOLUTION = """
+i_s = h + PADDING - u * DILATION
+j_s = w + PADDING - v * DILATION
+i = i_s // STRIDE
+j = j_s // STRIDE
+ok = pixel_ok & (i_s >= 0) & (j_s >= 0) & (i_s % STRIDE == 0) & (j_s % STRIDE == 0) & (i < OUT_H) & (j < OUT_W)
+out_pixel = i * OUT_W + j
+tap = tl.load(k_group + (u * K + v) * n_out + out_pixel, mask=ok, other=0.0)
+go = tl.load(go_group + chans[:, None] * n_out + out_pixel[None, :], mask=chan_ok[:, None] & ok[None, :], other=0.0)
+acc += go * tap[None, :]
+"""
+
+
 def _body(text: str) -> str:
     return textwrap.indent(textwrap.dedent(text).strip("\n"), " " * 12)
 
@@ -68,12 +115,12 @@ def make_kernel(tmp_path_factory):
     folder = tmp_path_factory.mktemp("kernels")
     count = [0]
 
-    def make(body: str, interpret: bool = True):
+    def make(body: str, interpret: bool = True, skeleton: str = SKELETON):
         import triton
 
         count[0] += 1
         path = folder / f"student_kernel_{count[0]}.py"
-        path.write_text(SKELETON.replace("BODY", _body(body)))
+        path.write_text(skeleton.replace("BODY", _body(body)))
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -143,6 +190,36 @@ def test_refuses_the_librarys_kernel(capsys):
         patch.setenv("TRITON_INTERPRET", "1")
         shortcut = triton.jit(triton_backend._forward_kernel)
     assert_rejects(check_involution_forward_kernel, shortcut, capsys, "write the tap loop", "_forward_kernel")
+
+
+# --- the grad_x kernel ---------------------------------------------------------------------------
+
+
+def test_grad_x_accepts_the_solution(make_kernel, capsys):
+    assert_accepts(check_involution_grad_x_kernel, make_kernel(GRAD_X_SOLUTION, skeleton=GRAD_X_SKELETON), capsys)
+
+
+GRAD_X_WRONG = [
+    pytest.param(GRAD_X_SOLUTION.replace(" & (i_s % STRIDE == 0) & (j_s % STRIDE == 0)", ""), "is a multiple of s",
+                 id="no-divisibility"),
+    pytest.param(GRAD_X_SOLUTION.replace(" & (i < OUT_H) & (j < OUT_W)", ""), "mask i >= OUT_H", id="no-upper-bound"),
+    pytest.param(GRAD_X_SOLUTION.replace(" & (i_s >= 0) & (j_s >= 0)", ""), "h + p - u*d < 0", id="no-lower-bound"),
+    pytest.param(GRAD_X_SOLUTION.replace("h + PADDING - u * DILATION", "h - PADDING + u * DILATION")
+                 .replace("w + PADDING - v * DILATION", "w - PADDING + v * DILATION"), "forward's formula run backwards",
+                 id="forward-formula"),
+]
+
+
+@pytest.mark.parametrize("body, needle", GRAD_X_WRONG)
+def test_grad_x_names_the_mistake(make_kernel, capsys, body, needle):
+    assert_rejects(check_involution_grad_x_kernel, make_kernel(body, skeleton=GRAD_X_SKELETON), capsys, "✗", needle)
+
+
+def test_grad_x_stub_and_odd_answers(make_kernel, capsys):
+    stub = '# YOUR CODE HERE\nraise NotImplementedError("Write your solution in place of this line")\n'
+    assert_rejects(check_involution_grad_x_kernel, make_kernel(stub, skeleton=GRAD_X_SKELETON), capsys,
+                   "not attempted yet")
+    assert_never_raises(check_involution_grad_x_kernel, make_candidate=lambda value: value)
 
 
 # --- questions ---------------------------------------------------------------------------------

@@ -10,7 +10,14 @@ Exercise checked here::
         x: (B, C, H, W), kernels: (B, G, K, K, H', W') and out: (B, C, H', W'); the learner
         writes the body of its tap loop (input position, mask, two loads, multiply-add).
 
-The checker launches the kernel (under Triton's interpreter when the kernel was defined with
+    involution_grad_x_student   a @triton.jit kernel with the signature
+        (k_ptr, go_ptr, gx_ptr, C, H, W, G, CG, OUT_H, OUT_W, K, STRIDE, PADDING, DILATION,
+         BLOCK_C, BLOCK_P)   (the last six tl.constexpr)
+        launched on the grid (B * G, cdiv(H * W, BLOCK_P)): blocks of *input* pixels; the learner
+        writes the tap-loop body that gathers kernels * grad_out over the taps whose output
+        position divides by the stride.
+
+The checkers launch the kernel (under Triton's interpreter when the kernel was defined with
 ``TRITON_INTERPRET=1``, else on the GPU) and compares with the loop reference
 :func:`~involution_edu.reference.involution_loops`. Every tensor it hands over sits inside a
 buffer filled with NaN on both sides, so a load that strays outside ``x`` or the kernels shows
@@ -33,7 +40,14 @@ from ..reference import involution_loops, involution_numpy
 from .cases import random_involution_inputs
 from .framework import Case, Question, describe_value, find_shortcuts, run_cases
 
-__all__ = ["check_involution_forward_kernel", "emulate_forward_kernel", "BLOCK_P", "QUESTIONS"]
+__all__ = [
+    "check_involution_forward_kernel",
+    "check_involution_grad_x_kernel",
+    "emulate_forward_kernel",
+    "emulate_grad_x_kernel",
+    "BLOCK_P",
+    "QUESTIONS",
+]
 
 BLOCK_P = 16
 """Pixels per program in the checker's launches: small, so every case has several pixel blocks
@@ -117,30 +131,35 @@ _MISTAKES = [
 ]
 
 
-def _launch(kernel: Any, x: np.ndarray, kernels: np.ndarray, stride: int, padding: int, dilation: int) -> Any:
-    """Run the learner's kernel on guarded float32 copies; returns the output as float64 NumPy."""
-    import torch
+def _device_of(kernel: Any) -> str:
     from triton.runtime.interpreter import InterpretedFunction
 
-    device = "cpu" if isinstance(kernel, InterpretedFunction) else "cuda"
+    return "cpu" if isinstance(kernel, InterpretedFunction) else "cuda"
 
-    def guarded(array: np.ndarray):
-        n = array.size
-        buffer = torch.full((3 * n,), float("nan"), dtype=torch.float32, device=device)
-        inner = buffer[n:2 * n]
-        inner.copy_(torch.from_numpy(array.reshape(-1)).float())
-        return buffer, inner.view(array.shape)
 
-    batch, channels, height, width = x.shape
-    groups, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
-    _, x_t = guarded(x)
-    _, k_t = guarded(kernels)
-    out_buffer, out = guarded(np.full((batch, channels, out_h, out_w), np.nan))
-    grid = (batch * groups, -(-(out_h * out_w) // BLOCK_P))
+def _guarded(array: np.ndarray, device: str):
+    """A float32 copy of ``array`` in the middle of a buffer three times its size, NaN around it."""
+    import torch
+
+    n = array.size
+    buffer = torch.full((3 * n,), float("nan"), dtype=torch.float32, device=device)
+    inner = buffer[n:2 * n]
+    inner.copy_(torch.from_numpy(np.ascontiguousarray(array).reshape(-1)).float())
+    return buffer, inner.view(array.shape)
+
+
+def _run(kernel: Any, grid, out_shape, inputs, sizes, k: int, stride: int, padding: int, dilation: int,
+         channels_per_group: int) -> Any:
+    """Launch ``kernel`` on guarded copies of ``inputs``; the output as float64 NumPy, or a string
+    when the kernel wrote outside the output tensor."""
+    import torch
+
+    device = _device_of(kernel)
+    tensors = [_guarded(array, device)[1] for array in inputs]
+    out_buffer, out = _guarded(np.full(out_shape, np.nan), device)
     try:
-        kernel[grid](x_t, k_t, out, channels, height, width, groups, channels // groups, out_h, out_w,
-                     K=k, STRIDE=stride, PADDING=padding, DILATION=dilation,
-                     BLOCK_C=_next_power_of_2(channels // groups), BLOCK_P=BLOCK_P)
+        kernel[grid](*tensors, out, *sizes, K=k, STRIDE=stride, PADDING=padding, DILATION=dilation,
+                     BLOCK_C=_next_power_of_2(channels_per_group), BLOCK_P=BLOCK_P)
     except Exception as error:  # the interpreter wraps the learner's exception: report the original
         cause = error.__cause__
         if cause is not None and type(error).__name__ == "InterpreterError":
@@ -150,6 +169,27 @@ def _launch(kernel: Any, x: np.ndarray, kernels: np.ndarray, stride: int, paddin
     if not (torch.isnan(out_buffer[:n]).all() and torch.isnan(out_buffer[2 * n:]).all()):
         return "the kernel wrote outside the output tensor"
     return out.double().cpu().numpy()
+
+
+def _launch(kernel: Any, x: np.ndarray, kernels: np.ndarray, stride: int, padding: int, dilation: int) -> Any:
+    """Run the learner's forward kernel; returns the output (B, C, H', W') as float64 NumPy."""
+    batch, channels, height, width = x.shape
+    groups, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
+    grid = (batch * groups, -(-(out_h * out_w) // BLOCK_P))
+    return _run(kernel, grid, (batch, channels, out_h, out_w), [x, kernels],
+                [channels, height, width, groups, channels // groups, out_h, out_w], k, stride, padding, dilation,
+                channels // groups)
+
+
+def _launch_grad_x(kernel: Any, kernels: np.ndarray, grad_out: np.ndarray, height: int, width: int, stride: int,
+                   padding: int, dilation: int) -> Any:
+    """Run the learner's grad_x kernel; returns grad_x (B, C, H, W) as float64 NumPy."""
+    batch, channels = grad_out.shape[:2]
+    groups, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
+    grid = (batch * groups, -(-(height * width) // BLOCK_P))
+    return _run(kernel, grid, (batch, channels, height, width), [kernels, grad_out],
+                [channels, height, width, groups, channels // groups, out_h, out_w], k, stride, padding, dilation,
+                channels // groups)
 
 
 def _forbidden() -> List[Any]:
@@ -210,6 +250,126 @@ def check_involution_forward_kernel(involution_forward_student: Any) -> bool:
             cases.append(Case(name, (x, kernels, stride, pad, dilation), expected, why, rtol=1e-4, atol=1e-4,
                               mistakes=mistakes))
         return run_cases(title, functools.partial(_launch, involution_forward_student), cases)
+    except Exception as error:  # never raise at the learner
+        print(f"✗ {title}: could not run the checker ({type(error).__name__}: {error})")
+        return False
+
+
+# (name, why, batch, groups, channels per group, height, width, K, stride, padding (None = same), dilation)
+_GRAD_X_CASES = [
+    ("K=3, stride 1, 2 samples, 6x6", "every input pixel is read by the K*K taps around it, fewer at the border",
+     2, 1, 4, 6, 6, 3, 1, None, 1),
+    ("stride 2 on an odd size, 9x7", "with stride 2, only the taps with (h + p - u*d) divisible by 2 read row h",
+     1, 1, 2, 9, 7, 3, 2, None, 1),
+    ("dilation 2, 2 groups of 3 channels, 6x7", "the taps sit d apart: i*s = h + p - u*d",
+     1, 2, 3, 6, 7, 3, 1, None, 2),
+    ("K=5, stride 2, no padding, 8x7", "no padding: the last rows are read by no output (gradient 0)",
+     1, 1, 2, 8, 7, 5, 2, 0, 1),
+    ("K=1, stride 2", "a 1x1 kernel with stride 2 reads every other pixel; the others get gradient 0",
+     1, 2, 1, 5, 6, 1, 2, None, 1),
+]
+
+_GRAD_X_MISTAKES = [
+    ("no divisibility", "with stride s, tap row u reads input row h only if h + p - u*d is a multiple of s: "
+                        "mask the taps with (h + p - u*d) % s != 0 (and the same for columns)"),
+    ("no upper bound", "i = (h + p - u*d) / s must also be a row of the output: mask i >= OUT_H (and j >= OUT_W)"),
+    ("no lower bound", "h + p - u*d < 0 means no output row reads h with that tap: mask it (and the same for columns)"),
+    ("forward formula", "this is the forward's formula run backwards: output row i reads h = i*s + u*d - p, so "
+                        "i*s = h + p - u*d (plus the padding, minus the tap)"),
+]
+
+
+def emulate_grad_x_kernel(kernels: np.ndarray, grad_out: np.ndarray, height: int, width: int, stride: int,
+                          padding: int, dilation: int, mistake: Optional[str] = None) -> np.ndarray:
+    """What the grad_x exercise's kernel computes, right (``mistake=None``) or with a known mistake
+    (one of ``"no divisibility"``, ``"no upper bound"``, ``"no lower bound"``, ``"forward formula"``).
+
+    Loads are emulated on the flat buffers (NaN outside them, as in the checker); integer ``//``
+    and ``%`` follow Triton (and C): the quotient is truncated towards zero.
+    """
+    batch, channels = grad_out.shape[:2]
+    groups, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
+    cg = channels // groups
+    n_out = out_h * out_w
+    k_flat, g_flat = kernels.reshape(-1), grad_out.reshape(-1)
+    h = np.arange(height)[:, None]
+    w = np.arange(width)[None, :]
+    grad_x = np.zeros((batch, channels, height, width))
+
+    def read(flat, index):
+        inside = (index >= 0) & (index < flat.size)
+        return np.where(inside, flat[np.clip(index, 0, flat.size - 1)], np.nan)
+
+    for u in range(k):
+        for v in range(k):
+            if mistake == "forward formula":
+                i_s, j_s = h - padding + u * dilation, w - padding + v * dilation
+            else:
+                i_s, j_s = h + padding - u * dilation, w + padding - v * dilation
+            i, j = np.fix(i_s / stride).astype(int), np.fix(j_s / stride).astype(int)  # Triton's // truncates
+            ok = np.ones((height, width), dtype=bool)
+            if mistake != "no lower bound":
+                ok &= (i_s >= 0) & (j_s >= 0)
+            if mistake != "no divisibility":
+                ok &= (np.fmod(i_s, stride) == 0) & (np.fmod(j_s, stride) == 0)  # and its % is C's remainder
+            if mistake != "no upper bound":
+                ok &= (i < out_h) & (j < out_w)
+            out_pixel = i * out_w + j
+            for b in range(batch):
+                for c in range(channels):
+                    g = c // cg
+                    tap = read(k_flat, ((b * groups + g) * k * k + u * k + v) * n_out + out_pixel)
+                    go = read(g_flat, (b * channels + c) * n_out + out_pixel)
+                    grad_x[b, c] += np.where(ok, tap * go, 0.0)
+    return grad_x
+
+
+def check_involution_grad_x_kernel(involution_grad_x_student: Any) -> bool:
+    """Check the learner's grad_x kernel (see the module docstring for its signature and grid).
+
+    The expected gradient is autograd's, through ``involution_unfold`` in float64.
+    """
+    title = "involution_grad_x_student"
+    try:
+        problem = _kernel_problem(involution_grad_x_student)
+        if problem is not None:
+            print(f"✗ {title}: {problem}")
+            return False
+        from .. import triton_backend
+
+        forbidden = _forbidden() + [triton_backend.triton_backward, triton_backend._grad_x_kernel]
+        hits = find_shortcuts(getattr(involution_grad_x_student, "fn", None), forbidden)
+        if hits:
+            print(f"✗ {title}: this exercise asks you to write the gather over the taps yourself; "
+                  f"your kernel calls {', '.join(hits)}.")
+            return False
+        import torch
+
+        from ..functional import involution_unfold
+
+        cases = []
+        for seed, (name, why, batch, groups, cg, height, width, k, stride, padding, dilation) in enumerate(_GRAD_X_CASES):
+            pad = dilation * (k - 1) // 2 if padding is None else padding
+            x, kernels = random_involution_inputs(seed + 20, batch, groups * cg, height, width, k, stride, pad,
+                                                  dilation, groups)
+            grad_out = np.random.default_rng(seed + 30).standard_normal((batch, groups * cg) + kernels.shape[4:])
+            x_t = torch.from_numpy(x).requires_grad_()
+            with torch.enable_grad():
+                out = involution_unfold(x_t, torch.from_numpy(kernels), stride, pad, dilation)
+                (expected,) = torch.autograd.grad(out, x_t, torch.from_numpy(grad_out))
+            expected = expected.numpy()
+            mistakes: List = []
+            for mistake, message in _GRAD_X_MISTAKES:
+                with np.errstate(invalid="ignore"):
+                    wrong = emulate_grad_x_kernel(kernels, grad_out, height, width, stride, pad, dilation, mistake)
+                if not np.allclose(wrong, expected, rtol=1e-4, atol=1e-4, equal_nan=True):
+                    mistakes.append((wrong, message))
+            mistakes.append((_has_nan, "some values are NaN: a load went outside the kernels or grad_out (the checker "
+                                       "surrounds them with NaN) or a value was never written: mask every tap whose "
+                                       "output position (i, j) is not inside the output"))
+            cases.append(Case(name, (kernels, grad_out, height, width, stride, pad, dilation), expected, why,
+                              rtol=1e-4, atol=1e-4, mistakes=mistakes))
+        return run_cases(title, functools.partial(_launch_grad_x, involution_grad_x_student), cases)
     except Exception as error:  # never raise at the learner
         print(f"✗ {title}: could not run the checker ({type(error).__name__}: {error})")
         return False
