@@ -50,6 +50,7 @@ __all__ = [
     "first_involution_kernels",
     "PERTURB_ENV",
     "perturb_rounding",
+    "perturb_from_env",
 ]
 
 #: Environment variable read by :func:`train`: an integer n nudges every floating-point parameter
@@ -245,6 +246,17 @@ def _perturbation_from_env() -> int:
         raise ValueError(f"{PERTURB_ENV} must be an integer number of ulps, got {raw!r}") from None
 
 
+def perturb_from_env(model: nn.Module) -> int:
+    """Apply the rounding perturbation asked for by ``INVOLUTION_EDU_PERTURB_ULPS`` (if any) to
+    ``model``; return the number of ulps (0: nothing done). :func:`train` calls it; a notebook
+    with its own training loop calls it on its model before training, so that the
+    machine-independence test perturbs that run too."""
+    ulps = _perturbation_from_env()
+    if ulps:
+        perturb_rounding(model, ulps)
+    return ulps
+
+
 # ----------------------------------------------------------------------------- metrics
 def _check_labels(name: str, labels: torch.Tensor, length: Optional[int] = None) -> None:
     if not isinstance(labels, torch.Tensor):
@@ -396,9 +408,7 @@ def train(
     total_steps = epochs * steps_per_epoch
     if max_steps is not None:
         total_steps = min(total_steps, check_positive_int("max_steps", max_steps))
-    ulps = _perturbation_from_env()
-    if ulps:
-        perturb_rounding(model, ulps)
+    perturb_from_env(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     history = History()

@@ -29,6 +29,7 @@ from involution_edu.training import (
     evaluate,
     first_involution_kernels,
     learning_rate,
+    perturb_from_env,
     perturb_rounding,
     train,
 )
@@ -364,6 +365,17 @@ def test_perturb_rounding_moves_each_value_by_whole_ulps():
         assert torch.equal(new, old)
     with pytest.raises(TypeError, match="ulps"):
         perturb_rounding(model, 1.5)
+
+
+def test_perturb_from_env_reads_the_variable(monkeypatch):
+    model = nn.Linear(2, 2)
+    before = model.weight.detach().clone()
+    monkeypatch.delenv(PERTURB_ENV, raising=False)
+    assert perturb_from_env(model) == 0 and torch.equal(model.weight, before)
+    monkeypatch.setenv(PERTURB_ENV, "-3")
+    assert perturb_from_env(model) == -3
+    assert not torch.equal(model.weight, before)
+    assert torch.allclose(model.weight, before, rtol=1e-6, atol=0)
 
 
 def test_the_perturbation_changes_the_rounding_of_a_run_but_not_its_result(digits, monkeypatch):
