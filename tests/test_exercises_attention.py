@@ -239,6 +239,18 @@ def test_attention_as_involution_refuses_the_references_everywhere(capsys):
         assert_rejects(check_attention_as_involution, shortcut, capsys, "your function calls")
 
 
+def test_attention_as_involution_refuses_the_notebooks_attention_module(capsys):
+    class LocalSelfAttention2d(torch.nn.Module):  # stands for the module of the notebook's section 3
+        def weights(self, x):
+            return x
+
+    def shortcut(x, wq, wk, wv, heads, k):
+        layer = LocalSelfAttention2d()
+        return layer.weights(x), layer.weights(x)
+
+    assert_rejects(check_attention_as_involution, shortcut, capsys, "your function calls", "LocalSelfAttention2d")
+
+
 def test_attention_as_involution_never_raises():
     assert_never_raises(check_attention_as_involution)
     assert_never_raises(check_attention_as_involution, make_candidate=lambda value: (lambda *a: (value, value)))

@@ -243,7 +243,8 @@ def check_attention_as_involution(attention_as_involution: Callable[..., object]
                 mistakes.append((wrong, message))
         cases.append(Case(name, tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args), (values, kernels),
                           why, rtol=1e-6, atol=1e-9, mistakes=mistakes))
-    forbidden = [attention_as_involution_reference, local_attention_reference, attention_logits_reference]
+    forbidden = [attention_as_involution_reference, local_attention_reference, attention_logits_reference,
+                 "LocalSelfAttention2d", "__main__.LocalSelfAttention2d"]  # the notebook's module, by name
     return run_cases("attention_as_involution", attention_as_involution, cases, forbidden=forbidden,
                      what="the mapping from attention to involution")
 
