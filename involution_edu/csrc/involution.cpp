@@ -71,43 +71,41 @@ static inline void store(T* p, const typename Vec<T, W>::type& v) { std::memcpy(
 typedef float f16v __attribute__((vector_size(64)));
 typedef int32_t i16v __attribute__((vector_size(64)));
 
-// Shuffle masks: 16 x 16 transposes, and the "reduce-transpose" that sums 8 vectors at once.
-struct Masks {
-    i16v lo[4], hi[4];          // transpose round t swaps bit t of the row and column index
-    i16v ra[3], rb[3], swap, even;
-    Masks() {
-        for (int t = 0; t < 4; ++t) {
-            const int b = 1 << t;
-            for (int c = 0; c < 16; ++c) {
-                lo[t][c] = (c & b) == 0 ? c : 16 + (c ^ b);
-                hi[t][c] = (c & b) == 0 ? (c | b) : 16 + c;
-            }
+// Shuffles with compile-time lane indices (a run-time mask would make the compiler emit a slow
+// generic permutation, especially where 16 floats span two AVX2 registers). pick<L>(a, b) returns
+// the vector whose lane c is lane L::at(c) of the 32 lanes of a and b (a first).
+template <class L>
+static inline __attribute__((always_inline)) f16v pick(const f16v& a, const f16v& b) {
+    return __builtin_shufflevector(a, b, L::at(0), L::at(1), L::at(2), L::at(3), L::at(4), L::at(5), L::at(6),
+                                   L::at(7), L::at(8), L::at(9), L::at(10), L::at(11), L::at(12), L::at(13),
+                                   L::at(14), L::at(15));
+}
+// Transpose round with bit b: swap bit b of the row and column index.
+template <int B> struct TLo { static constexpr int at(int c) { return (c & B) == 0 ? c : 16 + (c ^ B); } };
+template <int B> struct THi { static constexpr int at(int c) { return (c & B) == 0 ? (c | B) : 16 + c; } };
+// Reduce round with half width H: lanes with bit H clear fold a, lanes with bit H set fold b.
+template <int H> struct RA { static constexpr int at(int c) { return (c & H) ? 16 + (c - H) : c; } };
+template <int H> struct RB { static constexpr int at(int c) { return (c & H) ? 16 + c : c + H; } };
+struct Even { static constexpr int at(int c) { return (2 * c) % 16; } };
+struct Odd { static constexpr int at(int c) { return (2 * c + 1) % 16; } };
+
+template <int B>
+static inline __attribute__((always_inline)) void transpose_round(f16v* r) {
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i)
+        if (!(i & B)) {
+            const f16v a = r[i], c = r[i | B];
+            r[i] = pick<TLo<B>>(a, c);
+            r[i | B] = pick<THi<B>>(a, c);
         }
-        for (int t = 0; t < 3; ++t) {
-            const int h = 8 >> t;
-            for (int c = 0; c < 16; ++c) {
-                ra[t][c] = (c & h) ? 16 + (c - h) : c;
-                rb[t][c] = (c & h) ? 16 + c : c + h;
-            }
-        }
-        for (int c = 0; c < 16; ++c) { swap[c] = c ^ 1; even[c] = (2 * c) % 16; }
-    }
-};
-static const Masks kMasks;
+}
 
 // r[a][b] -> r[b][a] for 16 vectors of 16 floats.
 static inline __attribute__((always_inline)) void transpose16(f16v* r) {
-#pragma GCC unroll 4
-    for (int t = 0; t < 4; ++t) {
-        const int b = 1 << t;
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; ++i)
-            if (!(i & b)) {
-                const f16v a = r[i], c = r[i | b];
-                r[i] = __builtin_shuffle(a, c, kMasks.lo[t]);
-                r[i | b] = __builtin_shuffle(a, c, kMasks.hi[t]);
-            }
-    }
+    transpose_round<1>(r);
+    transpose_round<2>(r);
+    transpose_round<4>(r);
+    transpose_round<8>(r);
 }
 
 // Lane l (l < 8) of the result = the sum of the 16 lanes of p[l]. Each round adds pairs of lanes
@@ -115,14 +113,11 @@ static inline __attribute__((always_inline)) void transpose16(f16v* r) {
 static inline __attribute__((always_inline)) f16v reduce8(const f16v* p) {
     f16v q[4], r[2];
 #pragma GCC unroll 4
-    for (int l = 0; l < 4; ++l)
-        q[l] = __builtin_shuffle(p[l], p[l + 4], kMasks.ra[0]) + __builtin_shuffle(p[l], p[l + 4], kMasks.rb[0]);
+    for (int l = 0; l < 4; ++l) q[l] = pick<RA<8>>(p[l], p[l + 4]) + pick<RB<8>>(p[l], p[l + 4]);
 #pragma GCC unroll 2
-    for (int l = 0; l < 2; ++l)
-        r[l] = __builtin_shuffle(q[l], q[l + 2], kMasks.ra[1]) + __builtin_shuffle(q[l], q[l + 2], kMasks.rb[1]);
-    f16v t = __builtin_shuffle(r[0], r[1], kMasks.ra[2]) + __builtin_shuffle(r[0], r[1], kMasks.rb[2]);
-    t += __builtin_shuffle(t, t, kMasks.swap);  // lane 2l now holds the sum of p[l]
-    return __builtin_shuffle(t, t, kMasks.even);
+    for (int l = 0; l < 2; ++l) r[l] = pick<RA<4>>(q[l], q[l + 2]) + pick<RB<4>>(q[l], q[l + 2]);
+    const f16v t = pick<RA<2>>(r[0], r[1]) + pick<RB<2>>(r[0], r[1]);
+    return pick<Even>(t, t) + pick<Odd>(t, t);  // lane l: lanes 2l and 2l + 1, the sum of p[l]
 }
 
 // ---------------------------------------------------------------------------------------------
