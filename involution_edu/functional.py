@@ -310,4 +310,4 @@ def involution(
         # The legacy ONNX exporter traces PyTorch operators; it gets the paper's formulation.
         return involution_unfold(x, kernels, stride, padding, dilation)
     name = resolve_backend(backend, x, kernels)
-    return _ops.involution_op(x, kernels, stride, padding, dilation, name)
+    return _ops.call("forward", x, kernels, stride, padding, dilation, name)

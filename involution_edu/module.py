@@ -24,7 +24,31 @@ import torch.nn.functional as F
 from .functional import involution
 from .shapes import check_kernel_size, check_positive_int, default_padding
 
-__all__ = ["Involution", "ConvNormAct"]
+__all__ = ["Involution", "ConvNormAct", "stride_pool"]
+
+
+def stride_pool(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Average pooling with window and step ``stride`` whose last, partial window is averaged over
+    the pixels it covers: ``x (B, C, H, W) -> (B, C, ceil(H / stride), ceil(W / stride))``.
+
+    The same values as ``F.avg_pool2d(x, stride, stride, ceil_mode=True)``, computed without
+    ``ceil_mode``: zero-pad ``x`` at the bottom and right to a multiple of ``stride``, sum each
+    window (``divisor_override=1``) and divide by the number of real pixels in it (the window
+    sums of a tensor of ones, padded the same way). Why: Inductor's backward of
+    ``avg_pool2d(..., ceil_mode=True)`` divides an overhanging window by the full window size
+    (pytorch/pytorch#198119), so ``torch.compile`` gave wrong input gradients at odd sizes.
+    When ``stride`` divides ``H`` and ``W`` every count is ``stride**2`` and the result equals
+    ``F.avg_pool2d(x, stride, stride)``, the paper's pooling, bit for bit. Traces and exports
+    with dynamic sizes: the counts are computed from ``x``'s shape inside the graph.
+    """
+    # ceil(H / stride) written as (H - 1) // stride + 1, the output size of the "same"-padded
+    # involution, so that torch.export can prove both grids equal for symbolic H.
+    pad_h = ((x.shape[2] - 1) // stride + 1) * stride - x.shape[2]
+    pad_w = ((x.shape[3] - 1) // stride + 1) * stride - x.shape[3]
+    sums = F.avg_pool2d(F.pad(x, (0, pad_w, 0, pad_h)), stride, stride, divisor_override=1)
+    ones = torch.ones_like(x[:1, :1])  # (1, 1, H, W)
+    counts = F.avg_pool2d(F.pad(ones, (0, pad_w, 0, pad_h)), stride, stride, divisor_override=1)
+    return sums / counts
 
 
 class ConvNormAct(nn.Module):
@@ -69,10 +93,14 @@ class Involution(nn.Module):
     Compatibility with the paper's code: with the same weights, outputs and gradients equal
     those of the official ``involution`` module wherever that module works. It fails on odd
     input sizes with stride 2 (``nn.Unfold`` gives ``ceil(H/2)`` positions while
-    ``AvgPool2d(2, 2)`` gives ``floor(H/2)`` kernels); here the pooling uses
-    ``ceil_mode=True`` so both grids have ``ceil(H / stride)`` rows and columns and the last,
-    partial window is averaged over the pixels it covers. For sizes divisible by the stride
-    this is exactly the paper's pooling.
+    ``AvgPool2d(2, 2)`` gives ``floor(H/2)`` kernels); here the pooling (:func:`stride_pool`)
+    gives ``ceil(H / stride)`` rows and columns, like ``ceil_mode=True``, and averages the
+    last, partial window over the pixels it covers. For sizes divisible by the stride this is
+    exactly the paper's pooling. ``torch.compile`` gives the same outputs and gradients as
+    eager mode at every size.
+
+    Raises:
+        TypeError: ``x`` has another dtype than the parameters (outside ``torch.autocast``).
     """
 
     def __init__(
@@ -135,12 +163,19 @@ class Involution(nn.Module):
                 f"x is on device {x.device} but this Involution's parameters are on {weight.device}; "
                 f"move one of them (e.g. module.to(x.device))"
             )
+        autocast = x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
+        if x.dtype != weight.dtype and not autocast:
+            raise TypeError(
+                f"x has dtype {x.dtype} but this Involution's parameters have dtype {weight.dtype}; "
+                f"convert one of them (e.g. module.to({x.dtype}) or x.to({weight.dtype})), "
+                f"or run inside torch.autocast"
+            )
 
     def generate_kernels(self, x: torch.Tensor) -> torch.Tensor:
         """The kernel-generation function phi: ``x (B, C, H, W) -> kernels (B, G, K, K, H', W')``."""
         self._check_input(x)
         if self.stride > 1:
-            x = F.avg_pool2d(x, self.stride, self.stride, ceil_mode=True)
+            x = stride_pool(x, self.stride)
         flat = self.conv2(self.conv1(x))  # (B, G*K*K, H', W'), group-major as in the paper
         batch, _, out_h, out_w = flat.shape
         return flat.view(batch, self.groups, self.kernel_size, self.kernel_size, out_h, out_w)

@@ -55,6 +55,7 @@ __all__ = [
     "involution_grad_kernels",
     "CONCRETE_BACKENDS",
     "triton_module",
+    "call",
 ]
 
 CONCRETE_BACKENDS = ("eager", "native", "triton")
@@ -315,9 +316,9 @@ def _backward_forward(ctx, grad):
     stride, padding, dilation, backend = ctx.params
     grad_x = grad_kernels = None
     if ctx.needs_input_grad[0]:
-        grad_x = involution_grad_x(grad, kernels, x.shape[2], x.shape[3], stride, padding, dilation, backend)
+        grad_x = call("grad_x", grad, kernels, x.shape[2], x.shape[3], stride, padding, dilation, backend)
     if ctx.needs_input_grad[1]:
-        grad_kernels = involution_grad_kernels(grad, x, kernels.shape[1], kernels.shape[2], stride, padding, dilation, backend)
+        grad_kernels = call("grad_kernels", grad, x, kernels.shape[1], kernels.shape[2], stride, padding, dilation, backend)
     return grad_x, grad_kernels, None, None, None, None
 
 
@@ -333,9 +334,9 @@ def _backward_grad_x(ctx, grad):
     stride, padding, dilation, backend = ctx.params
     d_grad_out = d_kernels = None
     if ctx.needs_input_grad[0]:
-        d_grad_out = involution_op(grad, kernels, stride, padding, dilation, backend)
+        d_grad_out = call("forward", grad, kernels, stride, padding, dilation, backend)
     if ctx.needs_input_grad[1]:
-        d_kernels = involution_grad_kernels(grad_out, grad, kernels.shape[1], kernels.shape[2], stride, padding, dilation, backend)
+        d_kernels = call("grad_kernels", grad_out, grad, kernels.shape[1], kernels.shape[2], stride, padding, dilation, backend)
     return d_grad_out, d_kernels, None, None, None, None, None, None
 
 
@@ -351,15 +352,53 @@ def _backward_grad_kernels(ctx, grad):
     stride, padding, dilation, backend = ctx.params
     d_grad_out = d_x = None
     if ctx.needs_input_grad[0]:
-        d_grad_out = involution_op(x, grad, stride, padding, dilation, backend)
+        d_grad_out = call("forward", x, grad, stride, padding, dilation, backend)
     if ctx.needs_input_grad[1]:
-        d_x = involution_grad_x(grad_out, grad, x.shape[2], x.shape[3], stride, padding, dilation, backend)
+        d_x = call("grad_x", grad_out, grad, x.shape[2], x.shape[3], stride, padding, dilation, backend)
     return d_grad_out, d_x, None, None, None, None, None, None
 
 
 involution_op.register_autograd(_backward_forward, setup_context=_setup_forward)
 involution_grad_x.register_autograd(_backward_grad_x, setup_context=_setup_grad_x)
 involution_grad_kernels.register_autograd(_backward_grad_kernels, setup_context=_setup_grad_kernels)
+
+
+# torch.func.grad/jacrev/vjp need an autograd.Function with a ``setup_context`` staticmethod,
+# and the Function that ``register_autograd`` generates has none (torch 2.13). So while a
+# torch.func transform is active, the ops are called through these three Functions, which
+# share the setup_context/backward above; otherwise (eager autograd, torch.compile,
+# torch.export, torch.jit.trace) the ops are called directly.
+
+
+def _function(name: str, op, setup, backward) -> type:
+    def forward(*args):
+        return op(*args)
+
+    return type(name, (torch.autograd.Function,), {
+        "forward": staticmethod(forward),
+        "setup_context": staticmethod(setup),
+        "backward": staticmethod(backward),
+        "generate_vmap_rule": True,  # forward and backward are ops with vmap rules
+    })
+
+
+_FUNCTIONS = {
+    "forward": _function("InvolutionFunction", involution_op, _setup_forward, _backward_forward),
+    "grad_x": _function("InvolutionGradXFunction", involution_grad_x, _setup_grad_x, _backward_grad_x),
+    "grad_kernels": _function("InvolutionGradKernelsFunction", involution_grad_kernels, _setup_grad_kernels,
+                              _backward_grad_kernels),
+}
+_OPS = {"forward": involution_op, "grad_x": involution_grad_x, "grad_kernels": involution_grad_kernels}
+
+
+def _functorch_active() -> bool:
+    return not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
+
+
+def call(kind: str, *args):
+    """Run op ``kind`` (``"forward"``, ``"grad_x"`` or ``"grad_kernels"``) on ``args``,
+    through its autograd.Function when a ``torch.func`` transform is active."""
+    return (_FUNCTIONS[kind].apply if _functorch_active() else _OPS[kind])(*args)
 
 
 # --- vmap: fold the vmapped dimension into the batch dimension ------------------------------

@@ -23,7 +23,7 @@ Pass ``stem_kernel_size=3`` to load a classification checkpoint of the official 
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -149,20 +149,34 @@ def _list(names: Any, limit: int = 20) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def load_checkpoint(model: nn.Module, path: Union[str, "os.PathLike[str]"]) -> nn.Module:
+def load_checkpoint(
+    model: nn.Module, path: Union[str, "os.PathLike[str]"], strip_prefix: Optional[str] = None
+) -> nn.Module:
     """Load a checkpoint file into ``model`` with ``strict=True`` and return the model.
 
     The file is read with ``torch.load(path, map_location="cpu", weights_only=True)`` (tensors
     and plain containers only, no code is run). It may hold a raw state_dict or an mmcls-style
     ``{"state_dict": ..., "meta": ...}``.
 
+    Args:
+        model: the network to load into.
+        path: the checkpoint file.
+        strip_prefix: removed from the start of every key that has it before matching, e.g.
+            ``"module."`` for a checkpoint saved from a ``DistributedDataParallel`` or
+            ``DataParallel`` wrapper (``model.module.state_dict()`` would not have it).
+
     Raises:
         CheckpointMismatchError: the keys differ (the message lists the missing and the
             unexpected keys) or some shapes differ (listed with both shapes). A common cause:
             a classification checkpoint of the official code needs ``stem_kernel_size=3``;
-            a backbone-only checkpoint loads into ``model.backbone``.
+            a backbone-only checkpoint loads into ``model.backbone``; keys that all start
+            with ``module.`` come from a DDP wrapper (pass ``strip_prefix="module."``).
     """
     state_dict = _extract_state_dict(torch.load(path, map_location="cpu", weights_only=True), os.fspath(path))
+    if strip_prefix is not None:
+        if not isinstance(strip_prefix, str) or not strip_prefix:
+            raise TypeError(f"strip_prefix must be a non-empty string such as 'module.', got {strip_prefix!r}")
+        state_dict = {(k[len(strip_prefix):] if k.startswith(strip_prefix) else k): v for k, v in state_dict.items()}
     expected = model.state_dict()
     missing = set(expected) - set(state_dict)
     unexpected = set(state_dict) - set(expected)
@@ -179,7 +193,14 @@ def load_checkpoint(model: nn.Module, path: Union[str, "os.PathLike[str]"]) -> n
             lines.append(f"  unexpected keys ({len(unexpected)}): {_list(unexpected)}")
         if wrong_shapes:
             lines.append(f"  shape mismatches ({len(wrong_shapes)}): " + "; ".join(wrong_shapes[:10]))
-        if any(name.startswith("backbone.") for name in missing) and not any(n.startswith("backbone.") for n in state_dict):
+        wrapped = bool(state_dict) and all(name.startswith("module.") for name in state_dict)
+        if wrapped and not any(name.startswith("module.") for name in expected):
+            lines.append(
+                "  hint: every key of this checkpoint starts with 'module.': it was saved from a "
+                "DistributedDataParallel (or DataParallel) wrapper; load it with "
+                "load_checkpoint(model, path, strip_prefix='module.')"
+            )
+        elif any(name.startswith("backbone.") for name in missing) and not any(n.startswith("backbone.") for n in state_dict):
             lines.append("  hint: this looks like a backbone-only checkpoint; load it into model.backbone")
         if any("stem.1.conv2" in line for line in wrong_shapes):
             lines.append("  hint: the stem involution's kernel size differs; try stem_kernel_size=3 or 7")

@@ -260,6 +260,18 @@ def test_module_input_on_another_device():
         _module()(torch.zeros(1, 8, 5, 5, device="meta"))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=str)
+def test_module_input_of_another_dtype_than_the_parameters(dtype):
+    with pytest.raises(TypeError, match=rf"x has dtype {dtype} but this Involution's parameters have dtype torch.float32"):
+        _module()(torch.zeros(1, 8, 5, 5, dtype=dtype))
+    _module().to(dtype)(torch.zeros(1, 8, 5, 5, dtype=dtype))  # converted: fine
+
+
+def test_module_input_of_another_dtype_is_fine_under_autocast():
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _module()(torch.zeros(1, 8, 5, 5, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
 def test_module_channels_not_divisible_by_group_channels():
     with pytest.raises(ValueError, match=r"channels=12 must be divisible by group_channels=8"):
         _module(channels=12, group_channels=8)

@@ -334,6 +334,22 @@ def test_stem_kernel_mismatch_is_explained(tmp_path):
     load_checkpoint(rednet26(stem_kernel_size=3), path)
 
 
+def test_ddp_checkpoint_is_explained_and_loads_with_strip_prefix(tmp_path):
+    torch.manual_seed(0)
+    source = _perturbed(rednet26(num_classes=10))
+    path = tmp_path / "ddp.pth"
+    torch.save({f"module.{name}": tensor for name, tensor in source.state_dict().items()}, path)
+    with pytest.raises(CheckpointMismatchError, match=r"starts with 'module\.'.*DistributedDataParallel") as info:
+        load_checkpoint(rednet26(num_classes=10), path)
+    assert "strip_prefix='module.'" in str(info.value)
+    assert "backbone-only" not in str(info.value)  # not the misleading hint
+    target = load_checkpoint(rednet26(num_classes=10), path, strip_prefix="module.")
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(target.state_dict()[name], tensor), name
+    with pytest.raises(TypeError, match="strip_prefix"):
+        load_checkpoint(rednet26(num_classes=10), path, strip_prefix=3)
+
+
 def test_non_state_dict_file_is_refused(tmp_path):
     path = tmp_path / "list.pth"
     torch.save([torch.zeros(1)], path)

@@ -1,0 +1,138 @@
+"""``torch.compile`` and ``torch.export`` of the involution op and module: no graph break,
+the same numbers as eager mode, dynamic sizes that stay dynamic, and the same backend as in
+eager mode. Small shapes: Inductor compiles C++ for each graph, which is slow on 2 cores, so
+only the test that needs Inductor (pytorch/pytorch#198119) uses it; the others use
+``aot_eager`` (Dynamo + AOTAutograd with the ops' fake and autograd rules, no code generation).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.export import Dim, export
+
+from involution_edu import Involution, involution
+from involution_edu.functional import resolve_backend, set_default_backend
+from strategies import single_thread  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _fresh():
+    torch._dynamo.reset()
+
+
+def _eager_and_compiled(module, x, backend):
+    """Output and input gradient of ``module`` in eager mode and compiled with ``fullgraph=True``."""
+    results = []
+    grad_out = None
+    for run in (module, torch.compile(module, fullgraph=True, backend=backend)):
+        xr = x.detach().clone().requires_grad_(True)
+        out = run(xr)
+        if grad_out is None:
+            grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+        (grad_x,) = torch.autograd.grad(out, xr, grad_out)
+        results.append((out.detach(), grad_x))
+    return results
+
+
+def test_inductor_gradients_equal_eager_at_odd_sizes_with_stride_2():
+    """pytorch/pytorch#198119: Inductor's avg_pool2d(ceil_mode=True) backward divides an overhanging
+    window by the full window size; the module's pooling avoids ceil_mode (module.stride_pool)."""
+    _fresh()
+    torch.manual_seed(0)
+    module = Involution(16, 3, stride=2).double()
+    x = torch.randn(2, 16, 9, 9, dtype=torch.float64)
+    (out, grad_x), (out_c, grad_x_c) = _eager_and_compiled(module, x, "inductor")
+    torch.testing.assert_close(out_c, out, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grad_x_c, grad_x, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", ["auto", "eager", "native"])
+def test_compiled_module_with_every_backend_equals_eager(backend):
+    _fresh()
+    torch.manual_seed(0)
+    module = Involution(16, 3, stride=2)
+    x = torch.randn(2, 16, 7, 8)
+    previous = set_default_backend(backend)
+    try:
+        (out, grad_x), (out_c, grad_x_c) = _eager_and_compiled(module, x, "aot_eager")
+    finally:
+        set_default_backend(previous)
+    torch.testing.assert_close(out_c, out, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad_x_c, grad_x, rtol=1e-6, atol=1e-6)
+
+
+def _backends_in_graph(fn, *args) -> list:
+    """The ``backend`` argument of every involution op in the graph that Dynamo captures."""
+    found = []
+
+    def record(graph_module, example_inputs):
+        from functorch.compile import make_boxed_func
+        from torch._functorch.aot_autograd import aot_module_simplified
+
+        def inner(gm, inputs):
+            for node in gm.graph.nodes:
+                if node.op == "call_function" and "involution_edu" in str(node.target):
+                    found.append((str(node.target), node.args[-1]))
+            return make_boxed_func(gm)
+
+        return aot_module_simplified(graph_module, example_inputs, fw_compiler=inner, bw_compiler=inner)
+
+    _fresh()
+    out = torch.compile(fn, backend=record, fullgraph=True)(*args)
+    if out.requires_grad:
+        out.sum().backward()  # compiles the backward graph
+    return found
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_auto_picks_the_same_backend_under_compile(dtype):
+    x, kernels = torch.randn(1, 4, 6, 6, dtype=dtype), torch.randn(1, 2, 3, 3, 6, 6, dtype=dtype)
+    expected = resolve_backend("auto", x, kernels)
+    found = _backends_in_graph(lambda a, b: involution(a, b), x, kernels)
+    assert found == [("involution_edu.involution.default", expected)]
+
+
+def test_native_under_compile_does_not_refuse_fake_tensors():
+    x, kernels = torch.randn(1, 4, 6, 6), torch.randn(1, 2, 3, 3, 6, 6)
+    found = _backends_in_graph(lambda a, b: involution(a, b, backend="native"), x, kernels)
+    assert found == [("involution_edu.involution.default", "native")]
+
+
+def test_backward_graph_is_made_of_the_grad_ops():
+    x = torch.randn(1, 4, 6, 6, requires_grad=True)
+    kernels = torch.randn(1, 2, 3, 3, 6, 6, requires_grad=True)
+    found = _backends_in_graph(lambda a, b: involution(a, b, backend="eager").sum(), x, kernels)
+    assert found == [
+        ("involution_edu.involution.default", "eager"),  # the forward graph
+        ("involution_edu.involution_grad_x.default", "eager"),  # the backward graph
+        ("involution_edu.involution_grad_kernels.default", "eager"),
+    ]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_export_keeps_batch_and_spatial_sizes_dynamic(stride):
+    torch.manual_seed(0)
+    module = Involution(16, 3, stride=stride).eval()
+    batch, height, width = Dim("batch", min=1, max=64), Dim("height", min=4, max=512), Dim("width", min=4, max=512)
+    program = export(module, (torch.randn(2, 16, 12, 12),), dynamic_shapes={"x": {0: batch, 2: height, 3: width}})
+    placeholder = next(node for node in program.graph.nodes if node.op == "placeholder" and node.name == "x")
+    assert all(isinstance(size, torch.SymInt) for size in (placeholder.meta["val"].shape[i] for i in (0, 2, 3)))
+    for shape in [(3, 16, 9, 13), (1, 16, 5, 4)]:
+        x = torch.randn(shape)
+        torch.testing.assert_close(program.module()(x), module(x), rtol=1e-6, atol=1e-6)
+
+
+def test_compile_with_dynamic_shapes_does_not_recompile():
+    _fresh()
+    torch.manual_seed(0)
+    module = Involution(16, 3, stride=2).eval()
+    counts = torch._dynamo.utils.counters
+    counts.clear()
+    compiled = torch.compile(module, fullgraph=True, dynamic=True, backend="aot_eager")
+    # distinct H and W: equal sizes would be "duck sized" into one symbol, and batch 1 specialised
+    for shape in [(2, 16, 9, 11), (3, 16, 12, 7)]:
+        x = torch.randn(shape)
+        torch.testing.assert_close(compiled(x), module(x), rtol=1e-6, atol=1e-6)
+    assert counts["stats"]["unique_graphs"] == 1
