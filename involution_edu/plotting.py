@@ -354,3 +354,66 @@ def draw_involution_pipeline(channels: int = 6, groups: int = 2, kernel_size: in
     ax.set_title(f"Involution at one pixel: C = {channels} channels, G = {groups} groups, K = {k}", fontsize=11)
     return ax
 __all__.append("draw_involution_pipeline")
+
+
+def plot_kernels_over_image(image, kernel_sets, positions, window: int = 15, title: str = ""):
+    """Kernels drawn over the image where they act, one row per pixel, one column per kernel source.
+
+    In the style of keras.io's involution heat maps: each panel shows a ``window x window`` crop of
+    the grey image around the chosen pixel, with the ``K x K`` kernel laid over the pixels it
+    weighs (a heat overlay; colour = weight) and the pixel itself outlined. Each kernel is scaled by
+    the largest weight of its off-centre taps, so the shape of the neighbourhood it averages shows
+    even when the centre tap is much larger (the centre then saturates).
+
+    Args:
+        image: ``(1, 1, H, W)`` or ``(H, W)`` grey image (tensor or array) in ``[0, 1]``.
+        kernel_sets: ``{name: kernels}`` where ``kernels`` is ``(B, 1, K, K, H, W)`` (a kernel per
+            pixel, sample 0 shown) or ``(K, K)`` (one static kernel, the same at every pixel).
+        positions: ``{label: (row, col)}``, pixels at least ``window // 2`` from the border.
+        window: side of the crop shown around each pixel.
+        title: the figure title.
+
+    Returns:
+        The ``(len(positions), len(kernel_sets))`` array of ``Axes``.
+    """
+    import numpy as np
+
+    def as_array(value):
+        return np.asarray(value.detach().cpu() if hasattr(value, "detach") else value, dtype=float)
+
+    grey = as_array(image)
+    grey = grey.reshape(grey.shape[-2:])
+    sets = {name: as_array(kernels) for name, kernels in kernel_sets.items()}
+    half = window // 2
+    fig, axes = plt.subplots(len(positions), len(sets), figsize=(1.9 * len(sets) + 0.6, 1.9 * len(positions)),
+                             squeeze=False, layout="constrained")
+    for row, (label, (i, j)) in enumerate(positions.items()):
+        crop = grey[i - half : i + half + 1, j - half : j + half + 1]
+        for col, (name, kernels) in enumerate(sets.items()):
+            kernel = kernels if kernels.ndim == 2 else kernels[0, 0, :, :, i, j]
+            k = kernel.shape[0]
+            ax = axes[row, col]
+            ax.imshow(crop, cmap="gray", vmin=0.0, vmax=1.0)
+            off_centre = np.abs(kernel).copy()
+            if k > 1:
+                off_centre[k // 2, k // 2] = 0.0
+            limit = max(float(off_centre.max()), 1e-12)
+            extent = (half - k / 2, half + k / 2, half + k / 2, half - k / 2)  # centred on the pixel
+            shown = ax.imshow(np.clip(kernel / limit, 0.0, 1.0), cmap="inferno", alpha=0.65, extent=extent,
+                              vmin=0.0, vmax=1.0)
+            ax.add_patch(plt.Rectangle((half - 0.5, half - 0.5), 1, 1, fill=False, edgecolor="cyan", linewidth=1.2))
+            ax.set_xlim(-0.5, window - 0.5)
+            ax.set_ylim(window - 0.5, -0.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+            if col == 0:
+                ax.set_ylabel(f"{label}\n({i}, {j})", fontsize=9)
+    fig.colorbar(shown, ax=axes[:, -1].tolist(), shrink=0.7, label="weight / largest off-centre weight")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return axes
+
+
+__all__.append("plot_kernels_over_image")

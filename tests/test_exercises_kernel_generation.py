@@ -1,267 +1,302 @@
-"""The checkers of notebook 04 accept correct solutions and reject plausible wrong ones."""
+"""The checkers and questions of notebook 04 accept correct answers and reject plausible wrong ones."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from checker_harness import assert_accepts, assert_never_raises, assert_rejects
 
+import involution_edu
+from involution_edu.data import bilateral_filter
+from involution_edu.data import bilateral_kernels
+from involution_edu.data import bilateral_kernels as library_bilateral
+from involution_edu.exercises.framework import check_answer
 from involution_edu.exercises.kernel_generation import (
-    bn_tensors,
+    QUESTIONS,
+    check_bilateral_kernels,
     check_generate_kernels,
-    check_generated_kernel_elements,
-    check_reshape_kernels,
-    seeded_involution,
+    check_paper_span_from_keras,
 )
 from involution_edu.module import Involution
-from involution_edu.shapes import default_padding, output_size
 
 
 def not_attempted(*args, **kwargs):
-    raise NotImplementedError("write your solution")
+    raise NotImplementedError
 
 
-# -------------------------------------------------------------------- generated_kernel_elements
-def kernel_elements_solution(batch, channels, height, width, kernel_size, group_channels, stride=1):
-    groups = channels // group_channels
-    out_h, out_w = math.ceil(height / stride), math.ceil(width / stride)
-    return batch * groups * kernel_size * kernel_size * out_h * out_w
+# ------------------------------------------------------------------------------ bilateral kernels
+def bilateral(image, kernel_size, sigma_space, sigma_range, *, normalise=True, border=True, use_range=True,
+              use_space=True, two=2.0, transpose=False, mean_channels=False, abs_range=False):
+    """The solution, or (with a flag) one plausible mistake."""
+    batch, channels, height, width = image.shape
+    k, half = kernel_size, kernel_size // 2
+    windows = F.unfold(image, k, padding=half).view(batch, channels, k * k, height, width)
+    inside = F.unfold(torch.ones_like(image[:, :1]), k, padding=half).view(batch, k * k, height, width)
+    offsets = torch.arange(k, dtype=image.dtype) - half
+    space2 = (offsets[:, None] ** 2 + offsets[None, :] ** 2).reshape(k * k, 1, 1)
+    diff = (windows - image[:, :, None])
+    diff = diff.abs() if abs_range else diff.pow(2)
+    range2 = diff.mean(dim=1) if mean_channels else diff.sum(dim=1)
+    exponent = torch.zeros_like(range2)
+    if use_space:
+        exponent = exponent - space2 / (two * sigma_space**2)
+    if use_range:
+        exponent = exponent - range2 / (two * sigma_range**2)
+    weights = torch.exp(exponent)
+    if border:
+        weights = weights * inside
+    if normalise:
+        weights = weights / weights.sum(dim=1, keepdim=True)
+    kernels = weights.view(batch, 1, k, k, height, width)
+    return kernels.transpose(2, 3) if transpose else kernels
 
 
-def kernel_elements_floor(batch, channels, height, width, kernel_size, group_channels, stride=1):
-    groups = channels // group_channels
-    return batch * groups * kernel_size**2 * (height // stride) * (width // stride)
+def bilateral_solution(image, kernel_size, sigma_space, sigma_range):
+    return bilateral(image, kernel_size, sigma_space, sigma_range)
 
 
-def kernel_elements_one_group_per_channel(batch, channels, height, width, kernel_size, group_channels, stride=1):
-    """G = C: the size of a kernel per channel (what unfold multiplies), not per group."""
-    return batch * channels * kernel_size**2 * math.ceil(height / stride) * math.ceil(width / stride)
+def test_bilateral_accepts_solution(capsys):
+    assert_accepts(check_bilateral_kernels, bilateral_solution, capsys)
 
 
-def kernel_elements_without_square(batch, channels, height, width, kernel_size, group_channels, stride=1):
-    groups = channels // group_channels
-    return batch * groups * kernel_size * math.ceil(height / stride) * math.ceil(width / stride)
+def test_library_bilateral_filter_is_the_involution_of_its_kernels():
+    image = torch.rand(2, 3, 9, 7, dtype=torch.float64)
+    kernels = bilateral_kernels(image, 5, 1.5, 0.2)
+    assert torch.allclose(kernels.sum(dim=(2, 3)), torch.ones(2, 1, 9, 7, dtype=torch.float64))
+    assert torch.allclose(involution_edu.involution(image, kernels), bilateral_filter(image, 5, 1.5, 0.2))
+    flat = torch.full((1, 1, 6, 6), 0.5, dtype=torch.float64)  # a flat image: the filter changes nothing
+    assert torch.allclose(bilateral_filter(flat, 3, 1.0, 0.1), flat)
 
 
-def kernel_elements_input_size(batch, channels, height, width, kernel_size, group_channels, stride=1):
-    """H and W instead of H' and W': one kernel per input position."""
-    return batch * (channels // group_channels) * kernel_size**2 * height * width
-
-
-def kernel_elements_without_batch(batch, channels, height, width, kernel_size, group_channels, stride=1):
-    return (channels // group_channels) * kernel_size**2 * math.ceil(height / stride) * math.ceil(width / stride)
-
-
-def test_kernel_elements_accepts_solution(capsys):
-    assert check_generated_kernel_elements(kernel_elements_solution) is True
-    assert "all 7 cases pass" in capsys.readouterr().out
+@pytest.mark.parametrize("name, value", [("kernel_size", 4), ("sigma_space", 0.0), ("sigma_range", -1.0)])
+def test_library_bilateral_rejects_bad_arguments(name, value):
+    arguments = {"kernel_size": 3, "sigma_space": 1.0, "sigma_range": 0.1, name: value}
+    with pytest.raises(ValueError, match=name):
+        bilateral_kernels(torch.rand(1, 1, 4, 4), **arguments)
+    with pytest.raises(ValueError, match="image"):
+        bilateral_kernels(torch.rand(4, 4), 3, 1.0, 0.1)
 
 
 @pytest.mark.parametrize(
-    "batch, channels, height, width, kernel_size, group_channels, stride",
-    [(2, 32, 9, 7, 7, 16, 2), (1, 16, 5, 5, 3, 4, 1), (3, 8, 11, 6, 1, 2, 3)],
+    "flags, needle",
+    [
+        (dict(normalise=False), "not normalised"),
+        (dict(border=False), "outside the image"),
+        (dict(use_range=False), "no range term"),
+        (dict(use_space=False), "no spatial term"),
+        (dict(two=1.0), "factor 2"),
+        (dict(transpose=True), "transposed"),
+        (dict(mean_channels=True), "averaged over channels"),
+        (dict(border=False, normalise=False), "zero padding counted"),
+    ],
 )
-def test_kernel_elements_solution_matches_real_kernels(batch, channels, height, width, kernel_size, group_channels,
-                                                       stride):
-    module = Involution(channels, kernel_size, stride, group_channels=group_channels)
+def test_bilateral_names_the_mistake(flags, needle, capsys):
+    assert_rejects(check_bilateral_kernels, lambda *args: bilateral(*args, **flags), capsys, needle)
+
+
+def test_bilateral_rejects_other_wrong_answers(capsys):
+    assert_rejects(check_bilateral_kernels, lambda *args: bilateral(*args, abs_range=True), capsys, "✗")
+    assert_rejects(check_bilateral_kernels, lambda image, k, s, r: bilateral(image, k, s, r)[..., :-1], capsys,
+                   "shape")
+    assert_rejects(check_bilateral_kernels, lambda image, k, s, r: bilateral(image, k, r, s), capsys, "✗")
+
+
+def bilateral_direct(image, k, s, r):
+    return bilateral_kernels(image, k, s, r)
+
+
+def bilateral_alias(image, k, s, r):
+    return library_bilateral(image, k, s, r)
+
+
+def bilateral_attribute(image, k, s, r):
+    return involution_edu.data.bilateral_kernels(image, k, s, r)
+
+
+def _helper(image, k, s, r):
+    return bilateral_filter(image, k, s, r)
+
+
+def bilateral_in_helper(image, k, s, r):
+    _helper(image, k, s, r)
+    return bilateral(image, k, s, r)
+
+
+@pytest.mark.parametrize("candidate", [bilateral_direct, bilateral_alias, bilateral_attribute, bilateral_in_helper])
+def test_bilateral_guard_catches_the_library(candidate, capsys):
+    assert_rejects(check_bilateral_kernels, candidate, capsys, "yourself", "bilateral_")
+
+
+def test_bilateral_not_attempted_and_never_raises(capsys):
+    assert_rejects(check_bilateral_kernels, not_attempted, capsys, "not attempted")
+    assert_never_raises(check_bilateral_kernels)
+
+
+# ------------------------------------------------------------------------------ keras -> paper span
+def reorder(rows, groups, k, *, inverse=False):
+    taps = k * k
+    if inverse:
+        return rows.reshape(groups, taps, *rows.shape[1:]).transpose(0, 1).reshape(rows.shape)
+    return rows.reshape(taps, groups, *rows.shape[1:]).transpose(0, 1).reshape(rows.shape)
+
+
+def span_solution(weight, bias, groups, k):
+    return reorder(weight, groups, k), reorder(bias, groups, k)
+
+
+def span_by_index(weight, bias, groups, k):
+    """Another correct way: an explicit index list."""
+    index = [t * groups + g for g in range(groups) for t in range(k * k)]
+    return weight[index], bias[index]
+
+
+def test_span_accepts_solutions(capsys):
+    assert_accepts(check_paper_span_from_keras, span_solution, capsys)
+    assert_accepts(check_paper_span_from_keras, span_by_index, capsys)
+
+
+def transposed_taps(weight, bias, groups, k):
+    w, b = span_solution(weight, bias, groups, k)
+
+    def flip(rows):
+        return rows.reshape(groups, k, k, *rows.shape[1:]).transpose(1, 2).reshape(rows.shape)
+
+    return flip(w), flip(b)
+
+
+@pytest.mark.parametrize(
+    "candidate, needle",
+    [
+        (lambda w, b, g, k: (w, b), "nothing moved"),
+        (lambda w, b, g, k: (reorder(w, g, k, inverse=True), reorder(b, g, k, inverse=True)), "inverse permutation"),
+        (lambda w, b, g, k: (reorder(w, g, k), b), "bias did not"),
+        (lambda w, b, g, k: (w, reorder(b, g, k)), "weight rows did not"),
+        (transposed_taps, "transposed"),
+        (lambda w, b, g, k: (reorder(w, g, k),), "✗"),
+        (lambda w, b, g, k: reorder(w, g, k), "✗"),
+        (lambda w, b, g, k: (reorder(w, g, k)[:, :, 0, 0], reorder(b, g, k)), "shape"),
+    ],
+)
+def test_span_rejects_wrong_answers(candidate, needle, capsys):
+    assert_rejects(check_paper_span_from_keras, candidate, capsys, needle)
+
+
+def test_span_not_attempted_and_never_raises(capsys):
+    assert_rejects(check_paper_span_from_keras, not_attempted, capsys, "not attempted")
+    assert_never_raises(check_paper_span_from_keras)
+
+
+def test_span_conversion_makes_the_paper_module_generate_the_keras_kernels():
+    """The checker's expected answer really converts: same kernels from both readings."""
+    torch.manual_seed(0)
+    groups, k, channels = 2, 3, 8
+    module = Involution(channels, k, reduction_ratio=2, group_channels=channels // groups).double().eval()
+    x = torch.randn(1, channels, 5, 4, dtype=torch.float64)
     with torch.no_grad():
-        kernels = module.generate_kernels(torch.randn(batch, channels, height, width))
-    assert kernels.numel() == kernel_elements_solution(batch, channels, height, width, kernel_size, group_channels,
-                                                       stride)
-    padding = default_padding(kernel_size)
-    assert kernels.shape[-2:] == (output_size(height, kernel_size, stride, padding),
-                                  output_size(width, kernel_size, stride, padding))
+        hidden = module.conv1(x)
+        flat_keras = module.conv2(hidden)  # pretend these weights were trained in keras.io's layout
+        keras_kernels = flat_keras.view(1, k * k, groups, 5, 4).transpose(1, 2).reshape(1, groups, k, k, 5, 4)
+        weight, bias = span_solution(module.conv2.conv.weight, module.conv2.conv.bias, groups, k)
+        module.conv2.conv.weight.copy_(weight)
+        module.conv2.conv.bias.copy_(bias)
+        assert torch.allclose(module.generate_kernels(x), keras_kernels)
 
 
-def test_kernel_elements_paper_default_ratio_to_input():
-    """The lesson of the exercise: at stride 1 the kernels are K^2 / group_channels times the input."""
-    batch, channels, size = 8, 64, 56
-    ratio = kernel_elements_solution(batch, channels, size, size, 7, 16) / (batch * channels * size * size)
-    assert ratio == pytest.approx(49 / 16)
+# ------------------------------------------------------------------------------ generate_kernels_student
+def generator(x, conv1_weight, bn, conv2_weight, conv2_bias, groups, kernel_size, *, training=False, relu=True,
+              bias=True, norm=True, keras=False, eps=True):
+    z = F.conv2d(x, conv1_weight)
+    if norm:
+        if training:
+            z = F.batch_norm(z, None, None, bn["weight"], bn["bias"], True, 0.0, bn["eps"])
+        else:
+            z = F.batch_norm(z, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], False, 0.0,
+                             bn["eps"] if eps else 0.0)
+    if relu:
+        z = torch.relu(z)
+    flat = F.conv2d(z, conv2_weight, conv2_bias if bias else None)
+    b, _, h, w = flat.shape
+    if keras:
+        return flat.view(b, kernel_size, kernel_size, groups, h, w).permute(0, 3, 1, 2, 4, 5)
+    return flat.view(b, groups, kernel_size, kernel_size, h, w)
 
 
-@pytest.mark.parametrize(
-    "wrong, message",
-    [
-        (kernel_elements_floor, "stride 2, odd size 7x9"),
-        (kernel_elements_one_group_per_channel, "RedNet-50 stage 1"),
-        (kernel_elements_without_square, "RedNet-50 stage 1"),
-        (kernel_elements_input_size, "stride 2, even size 8x8"),
-        (kernel_elements_without_batch, "RedNet-50 stage 1"),
-    ],
-)
-def test_kernel_elements_rejects_wrong_answers(wrong, message, capsys):
-    assert check_generated_kernel_elements(wrong) is False
-    out = capsys.readouterr().out
-    assert "✗ generated_kernel_elements" in out and message in out and "expected" in out
+def generator_solution(*args):
+    return generator(*args)
 
 
-def test_kernel_elements_floor_message_explains_ceil(capsys):
-    check_generated_kernel_elements(kernel_elements_floor)
-    assert "ceil(7 / 2) = 4" in capsys.readouterr().out
-
-
-def test_kernel_elements_not_attempted(capsys):
-    assert check_generated_kernel_elements(not_attempted) is False
-    assert "not attempted" in capsys.readouterr().out
-
-
-# ----------------------------------------------------------------------------- reshape_kernels
-def reshape_kernels_solution(flat, groups, kernel_size):
-    batch, _, height, width = flat.shape
-    return flat.view(batch, groups, kernel_size, kernel_size, height, width)
-
-
-def reshape_kernels_k_major(flat, groups, kernel_size):
-    batch, _, height, width = flat.shape
-    return flat.view(batch, kernel_size, kernel_size, groups, height, width).permute(0, 3, 1, 2, 4, 5)
-
-
-def reshape_kernels_transposed(flat, groups, kernel_size):
-    return reshape_kernels_solution(flat, groups, kernel_size).transpose(2, 3)
-
-
-def reshape_kernels_memory_order(flat, groups, kernel_size):
-    batch, _, height, width = flat.shape
-    return flat.reshape(batch, height, width, groups, kernel_size, kernel_size).permute(0, 3, 4, 5, 1, 2)
-
-
-def reshape_kernels_flat_taps(flat, groups, kernel_size):
-    batch, _, height, width = flat.shape
-    return flat.view(batch, groups, kernel_size * kernel_size, height, width)
-
-
-def test_reshape_kernels_accepts_solution(capsys):
-    assert check_reshape_kernels(reshape_kernels_solution) is True
-    assert "all 5 cases pass" in capsys.readouterr().out
-
-
-def test_reshape_kernels_accepts_equivalent_permute_solution():
-    def via_permute(flat, groups, kernel_size):
-        batch, _, height, width = flat.shape
-        moved = flat.permute(0, 2, 3, 1).reshape(batch, height, width, groups, kernel_size, kernel_size)
-        return moved.permute(0, 3, 4, 5, 1, 2)
-
-    assert check_reshape_kernels(via_permute) is True
+def test_generate_kernels_accepts_solution(capsys):
+    assert_accepts(check_generate_kernels, generator_solution, capsys)
 
 
 @pytest.mark.parametrize(
-    "wrong, message",
+    "flags, needle",
     [
-        (reshape_kernels_k_major, "4 groups, K=3"),
-        (reshape_kernels_transposed, "one group, K=3"),
-        (reshape_kernels_memory_order, "one group, K=3"),
-        (reshape_kernels_flat_taps, "wrong shape"),
+        (dict(training=True), "training mode"),
+        (dict(norm=False), "BatchNorm step is missing"),
+        (dict(relu=False), "ReLU"),
+        (dict(bias=False), "bias"),
+        (dict(keras=True), "keras.io"),
     ],
 )
-def test_reshape_kernels_rejects_wrong_answers(wrong, message, capsys):
-    assert check_reshape_kernels(wrong) is False
-    out = capsys.readouterr().out
-    assert "✗ reshape_kernels" in out and message in out
+def test_generate_kernels_names_the_mistake(flags, needle, capsys):
+    assert_rejects(check_generate_kernels, lambda *args: generator(*args, **flags), capsys, needle)
 
 
-def test_reshape_kernels_k_major_message_explains_group_major(capsys):
-    check_reshape_kernels(reshape_kernels_k_major)
-    assert "group-major" in capsys.readouterr().out
+def test_generate_kernels_rejects_other_wrong_answers(capsys):
+    assert_rejects(check_generate_kernels, lambda *args: generator(*args).transpose(2, 3), capsys, "✗")
+    assert_rejects(check_generate_kernels, lambda *args: generator(*args)[:, :, :, :, :-1], capsys, "shape")
+    assert_rejects(check_generate_kernels, lambda *args: generator(*args).flatten(1, 3), capsys, "shape")
 
 
-def test_reshape_kernels_not_attempted(capsys):
-    assert check_reshape_kernels(not_attempted) is False
-    assert "not attempted" in capsys.readouterr().out
+def shortcut_direct(x, conv1_weight, bn, conv2_weight, conv2_bias, groups, kernel_size):
+    module = Involution(x.shape[1], kernel_size, group_channels=x.shape[1] // groups).double().eval()
+    return module.generate_kernels(x)
 
 
-# ------------------------------------------------------------------------ generate_kernels_student
-def generate_kernels_solution(x, conv1_weight, bn, conv2_weight, conv2_bias, groups, kernel_size):
-    hidden = F.conv2d(x, conv1_weight)
-    hidden = F.batch_norm(hidden, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"],
-                          training=False, eps=bn["eps"])
-    flat = F.conv2d(torch.relu(hidden), conv2_weight, conv2_bias)
-    batch, _, height, width = flat.shape
-    return flat.view(batch, groups, kernel_size, kernel_size, height, width)
+def shortcut_attribute(x, conv1_weight, bn, conv2_weight, conv2_bias, groups, kernel_size):
+    return involution_edu.Involution.generate_kernels
 
 
-def generate_kernels_by_hand(x, conv1_weight, bn, conv2_weight, conv2_bias, groups, kernel_size):
-    """Same thing with einsum and the BatchNorm formula written out."""
-    hidden = torch.einsum("oc,bchw->bohw", conv1_weight[:, :, 0, 0], x)
-    scale = bn["weight"] / torch.sqrt(bn["running_var"] + bn["eps"])
-    hidden = (hidden - bn["running_mean"][:, None, None]) * scale[:, None, None] + bn["bias"][:, None, None]
-    flat = torch.einsum("oc,bchw->bohw", conv2_weight[:, :, 0, 0], hidden.clamp(min=0)) + conv2_bias[:, None, None]
-    batch, _, height, width = flat.shape
-    return flat.reshape(batch, groups, kernel_size, kernel_size, height, width)
+def _build(x, kernel_size, groups):
+    return Involution(x.shape[1], kernel_size, group_channels=x.shape[1] // groups)
 
 
-def generate_kernels_no_relu(x, conv1_weight, bn, conv2_weight, conv2_bias, groups, kernel_size):
-    hidden = F.batch_norm(F.conv2d(x, conv1_weight), bn["running_mean"], bn["running_var"], bn["weight"],
-                          bn["bias"], training=False, eps=bn["eps"])
-    flat = F.conv2d(hidden, conv2_weight, conv2_bias)
-    return flat.view(flat.shape[0], groups, kernel_size, kernel_size, *flat.shape[2:])
+def shortcut_in_helper(x, conv1_weight, bn, conv2_weight, conv2_bias, groups, kernel_size):
+    _build(x, kernel_size, groups)
+    return generator(x, conv1_weight, bn, conv2_weight, conv2_bias, groups, kernel_size)
 
 
-def generate_kernels_batch_statistics(x, conv1_weight, bn, conv2_weight, conv2_bias, groups, kernel_size):
-    """Training-mode BatchNorm: normalises with the batch's own mean and variance."""
-    hidden = F.batch_norm(F.conv2d(x, conv1_weight), None, None, bn["weight"], bn["bias"],
-                          training=True, eps=bn["eps"])
-    flat = F.conv2d(torch.relu(hidden), conv2_weight, conv2_bias)
-    return flat.view(flat.shape[0], groups, kernel_size, kernel_size, *flat.shape[2:])
+@pytest.mark.parametrize("candidate", [shortcut_direct, shortcut_attribute, shortcut_in_helper])
+def test_generate_kernels_guard(candidate, capsys):
+    assert_rejects(check_generate_kernels, candidate, capsys, "yourself")
 
 
-def generate_kernels_no_bias(x, conv1_weight, bn, conv2_weight, conv2_bias, groups, kernel_size):
-    return generate_kernels_solution(x, conv1_weight, bn, conv2_weight, torch.zeros_like(conv2_bias), groups,
-                                     kernel_size)
+def test_generate_kernels_not_attempted_and_never_raises(capsys):
+    assert_rejects(check_generate_kernels, not_attempted, capsys, "not attempted")
+    assert_never_raises(check_generate_kernels)
 
 
-def generate_kernels_k_major(x, conv1_weight, bn, conv2_weight, conv2_bias, groups, kernel_size):
-    kernels = generate_kernels_solution(x, conv1_weight, bn, conv2_weight, conv2_bias, groups, kernel_size)
-    batch, _, _, _, height, width = kernels.shape
-    return kernels.reshape(batch, kernel_size, kernel_size, groups, height, width).permute(0, 3, 1, 2, 4, 5)
+# ------------------------------------------------------------------------------ questions
+@pytest.mark.parametrize("key", sorted(QUESTIONS))
+def test_questions_accept_the_answer_and_explain_every_wrong_one(key, capsys):
+    question = QUESTIONS[key]
+    assert check_answer(question, question.answer) is True
+    assert question.explanation[:30] in capsys.readouterr().out
+    for choice, explanation in question.wrong.items():
+        assert check_answer(question, choice) is False
+        assert explanation[:30] in capsys.readouterr().out
+    for value, message in question.mistakes:
+        assert check_answer(question, value) is False
+        assert message[:30] in capsys.readouterr().out
+    assert check_answer(question, None) is False
+    assert "not answered" in capsys.readouterr().out
 
 
-def generate_kernels_relu_before_bn(x, conv1_weight, bn, conv2_weight, conv2_bias, groups, kernel_size):
-    hidden = F.batch_norm(torch.relu(F.conv2d(x, conv1_weight)), bn["running_mean"], bn["running_var"],
-                          bn["weight"], bn["bias"], training=False, eps=bn["eps"])
-    flat = F.conv2d(hidden, conv2_weight, conv2_bias)
-    return flat.view(flat.shape[0], groups, kernel_size, kernel_size, *flat.shape[2:])
-
-
-def test_seeded_involution_is_in_eval_mode_with_nontrivial_statistics():
-    module = seeded_involution(16, 3, 4, 8, seed=0)
-    assert not module.training
-    assert module.conv1.bn.running_mean.abs().sum() > 0
-    assert not torch.allclose(module.conv1.bn.running_var, torch.ones(4, dtype=torch.float64))
-
-
-def test_bn_tensors_are_copies():
-    module = seeded_involution(16, 3, 4, 8, seed=0)
-    tensors = bn_tensors(module.conv1.bn)
-    tensors["running_mean"].add_(1.0)
-    assert not torch.equal(tensors["running_mean"], module.conv1.bn.running_mean)
-
-
-@pytest.mark.parametrize("solution", [generate_kernels_solution, generate_kernels_by_hand])
-def test_generate_kernels_accepts_solutions(solution, capsys):
-    assert check_generate_kernels(solution) is True
-    assert "all 5 cases pass" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize(
-    "wrong, message",
-    [
-        (generate_kernels_no_relu, "wrong values"),
-        (generate_kernels_batch_statistics, "wrong values"),
-        (generate_kernels_no_bias, "wrong values"),
-        (generate_kernels_k_major, "4 groups"),
-        (generate_kernels_relu_before_bn, "wrong values"),
-    ],
-)
-def test_generate_kernels_rejects_wrong_answers(wrong, message, capsys):
-    assert check_generate_kernels(wrong) is False
-    out = capsys.readouterr().out
-    assert "✗ generate_kernels_student" in out and message in out
-
-
-def test_generate_kernels_not_attempted(capsys):
-    assert check_generate_kernels(not_attempted) is False
-    assert "not attempted" in capsys.readouterr().out
-
+def test_kernel_ratio_question_is_the_measured_ratio():
+    module = Involution(32, 7, group_channels=16)
+    x = torch.randn(2, 32, 5, 6)
+    with torch.no_grad():
+        kernels = module.generate_kernels(x)
+    assert kernels.numel() / x.numel() == pytest.approx(QUESTIONS["kernel_ratio"].answer)
