@@ -273,7 +273,8 @@ def _grad_kernels_kernel(
                 w = left + v * DILATION
                 inside = row_ok & (w >= 0) & (w < W)
                 xs = tl.load(x_row + w[None, :], mask=chan_ok[:, None] & inside[None, :], other=0.0).to(ACC)
-                total = tl.reduce(go * xs, 0, tl.standard._sum_combine)  # = tl.sum(go * xs, axis=0), see below
+                # (BLOCK_P,): a dot product over the channels, = tl.sum(go * xs, axis=0) (see the note at `tl = None`)
+                total = tl.reduce(go * xs, 0, tl.standard._sum_combine)
                 if c0 > 0:
                     total += tl.load(gk_ptrs, mask=pixel_ok, other=0.0).to(ACC)
                 tl.store(gk_ptrs, total.to(gk_ptr.dtype.element_ty), mask=pixel_ok)
