@@ -1,4 +1,4 @@
-"""The checkers of notebook 05 accept correct solutions and reject plausible wrong ones."""
+"""The checkers and questions of notebook 05 accept correct answers and reject plausible wrong ones."""
 
 from __future__ import annotations
 
@@ -7,331 +7,246 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from checker_harness import assert_accepts, assert_never_raises, assert_rejects
 
-from involution_edu import Involution, involution_loops
+import involution_edu
+from involution_edu import involution
+from involution_edu import involution as aggregate
+from involution_edu.counting import count_flops
+from involution_edu.exercises.framework import check_answer
 from involution_edu.exercises.module import (
-    check_group_of_channel,
-    check_involution_forward,
+    QUESTIONS,
+    broken_involution,
+    check_fixed_involution,
     check_involution_madds,
-    check_involution_output_shape,
     involution_madds_reference,
     seeded_module,
 )
+from involution_edu.module import Involution
 
 
 def not_attempted(*args, **kwargs):
-    raise NotImplementedError("write your solution")
+    raise NotImplementedError
 
 
-# ----------------------------------------------------------------------------- output shape
-def output_shape_solution(input_shape, channels, kernel_size, stride):
-    batch, _, height, width = input_shape
-    return (batch, channels, math.ceil(height / stride), math.ceil(width / stride))
+# ------------------------------------------------------------------------------ involution_madds
+def madds(c, h, w, k, s, r, gc, *, grid="ceil", generation_on_input=False, aggregation_on_input=False,
+          bias=False, span=True, reduce=True, aggregation_per_group=False):
+    """The solution, or (with a flag) one plausible mistake."""
+    rows, cols = (math.ceil(h / s), math.ceil(w / s)) if grid == "ceil" else (h // s, w // s)
+    hidden, groups = c // r, c // gc
+    generation = (c * hidden if reduce else 0) + (hidden * k * k * groups if span else 0)
+    generation += k * k * groups if bias else 0
+    total = generation * (h * w if generation_on_input else rows * cols)
+    per_position = k * k * (groups if aggregation_per_group else c)
+    return total + per_position * (h * w if aggregation_on_input else rows * cols)
 
 
-def output_shape_floor(input_shape, channels, kernel_size, stride):
-    batch, _, height, width = input_shape
-    return (batch, channels, height // stride, width // stride)
-
-
-def output_shape_ignores_stride(input_shape, channels, kernel_size, stride):
-    batch, _, height, width = input_shape
-    return (batch, channels, height, width)
-
-
-def output_shape_no_padding(input_shape, channels, kernel_size, stride):
-    batch, _, height, width = input_shape
-    return (batch, channels, (height - kernel_size) // stride + 1, (width - kernel_size) // stride + 1)
-
-
-def output_shape_uses_height_twice(input_shape, channels, kernel_size, stride):
-    batch, _, height, _ = input_shape
-    return (batch, channels, math.ceil(height / stride), math.ceil(height / stride))
-
-
-def test_output_shape_solution_matches_the_module():
-    """The reference answer is what Involution really returns (odd sizes, strides 1-3)."""
-    for shape, k, stride in [((1, 16, 7, 7), 3, 2), ((2, 16, 10, 8), 7, 3), ((1, 16, 5, 9), 1, 2)]:
-        module = Involution(16, k, stride).eval()
-        with torch.no_grad():
-            got = tuple(module(torch.zeros(shape)).shape)
-        assert got == output_shape_solution(shape, 16, k, stride)
-
-
-def test_output_shape_accepts_solution(capsys):
-    assert check_involution_output_shape(output_shape_solution) is True
-    assert "all 6 cases pass" in capsys.readouterr().out
-
-
-def test_output_shape_accepts_torch_size(capsys):
-    def as_torch_size(input_shape, channels, kernel_size, stride):
-        return torch.Size(output_shape_solution(input_shape, channels, kernel_size, stride))
-
-    assert check_involution_output_shape(as_torch_size) is True
-
-
-@pytest.mark.parametrize(
-    "wrong, message",
-    [
-        (output_shape_floor, "odd size 7x7"),
-        (output_shape_ignores_stride, "stride 2, even size 56"),
-        (output_shape_no_padding, "stride 1, K=7"),
-        (output_shape_uses_height_twice, "stride 3, 10x8"),
-    ],
-)
-def test_output_shape_rejects_wrong_answers(wrong, message, capsys):
-    assert check_involution_output_shape(wrong) is False
-    out = capsys.readouterr().out
-    assert "✗ involution_output_shape" in out and message in out
-
-
-def test_output_shape_floor_message_says_how_wrong(capsys):
-    check_involution_output_shape(output_shape_floor)
-    out = capsys.readouterr().out
-    assert "item 2: expected 4, got 3" in out and "rounds UP" in out
-
-
-def test_output_shape_not_attempted(capsys):
-    assert check_involution_output_shape(not_attempted) is False
-    assert "not attempted" in capsys.readouterr().out
-
-
-# ----------------------------------------------------------------------------- multiply-adds
-def madds_solution(channels, height, width, kernel_size, stride, reduction_ratio, group_channels):
-    out_h, out_w = math.ceil(height / stride), math.ceil(width / stride)
-    hidden, groups = channels // reduction_ratio, channels // group_channels
-    reduce = channels * hidden * out_h * out_w
-    span = hidden * kernel_size**2 * groups * out_h * out_w
-    aggregate = kernel_size**2 * channels * out_h * out_w
-    return reduce + span + aggregate
-
-
-def madds_no_pooling(channels, height, width, kernel_size, stride, reduction_ratio, group_channels):
-    """Kernel generation counted on the full H x W grid, as if there were no average pooling."""
-    out_h, out_w = math.ceil(height / stride), math.ceil(width / stride)
-    hidden, groups = channels // reduction_ratio, channels // group_channels
-    generate = (channels * hidden + hidden * kernel_size**2 * groups) * height * width
-    return generate + kernel_size**2 * channels * out_h * out_w
-
-
-def madds_counts_bn_and_bias(channels, height, width, kernel_size, stride, reduction_ratio, group_channels):
-    out_h, out_w = math.ceil(height / stride), math.ceil(width / stride)
-    hidden, groups = channels // reduction_ratio, channels // group_channels
-    extra = (2 * hidden + kernel_size**2 * groups) * out_h * out_w  # BN scale + shift, conv2 bias
-    return madds_solution(channels, height, width, kernel_size, stride, reduction_ratio, group_channels) + extra
-
-
-def madds_floor(channels, height, width, kernel_size, stride, reduction_ratio, group_channels):
-    out_h, out_w = height // stride, width // stride
-    hidden, groups = channels // reduction_ratio, channels // group_channels
-    return (channels * hidden + hidden * kernel_size**2 * groups + kernel_size**2 * channels) * out_h * out_w
-
-
-def madds_forgets_groups(channels, height, width, kernel_size, stride, reduction_ratio, group_channels):
-    out_h, out_w = math.ceil(height / stride), math.ceil(width / stride)
-    hidden = channels // reduction_ratio
-    return (channels * hidden + hidden * kernel_size**2 + kernel_size**2 * channels) * out_h * out_w
-
-
-def madds_aggregation_only(channels, height, width, kernel_size, stride, reduction_ratio, group_channels):
-    return kernel_size**2 * channels * math.ceil(height / stride) * math.ceil(width / stride)
-
-
-def test_madds_reference_matches_formula():
-    for args in [(64, 56, 56, 7, 1, 4, 16), (64, 15, 15, 7, 2, 4, 16), (30, 9, 7, 3, 3, 4, 10)]:
-        assert involution_madds_reference(*args) == madds_solution(*args)
+def madds_solution(c, h, w, k, s, r, gc):
+    return madds(c, h, w, k, s, r, gc)
 
 
 def test_madds_accepts_solution(capsys):
-    assert check_involution_madds(madds_solution) is True
-    assert "all 6 cases pass" in capsys.readouterr().out
+    assert_accepts(check_involution_madds, madds_solution, capsys)
+
+
+def test_madds_reference_matches_the_counter():
+    """The checker's expected count agrees with the library's FLOP counter's multiply-adds."""
+    module = Involution(32, 7, stride=2, reduction_ratio=4, group_channels=16)
+    counted = count_flops(module, (1, 32, 15, 15))
+    assert counted.total == involution_madds_reference(32, 15, 15, 7, 2, 4, 16)
 
 
 @pytest.mark.parametrize(
-    "wrong, message",
+    "flags, needle",
     [
-        (madds_no_pooling, "pooled 14x14 grid"),
-        (madds_counts_bn_and_bias, "RedNet stage 1"),
-        (madds_floor, "not floor"),
-        (madds_forgets_groups, "RedNet stage 1"),
-        (madds_aggregation_only, "RedNet stage 1"),
+        (dict(generation_on_input=True), "pooled H' x W' grid"),
+        (dict(aggregation_on_input=True), "once per OUTPUT position"),
+        (dict(generation_on_input=True, aggregation_on_input=True), "stride is ignored"),
+        (dict(grid="floor"), "floor(H / s)"),
+        (dict(bias=True), "bias is counted"),
+        (dict(span=False), "span convolution"),
+        (dict(reduce=False), "reduce convolution"),
+        (dict(aggregation_per_group=True), "once per group"),
     ],
 )
-def test_madds_rejects_wrong_answers(wrong, message, capsys):
-    assert check_involution_madds(wrong) is False
-    out = capsys.readouterr().out
-    assert "✗ involution_madds" in out and message in out and "off by" in out
+def test_madds_names_the_mistake(flags, needle, capsys):
+    assert_rejects(check_involution_madds, lambda *args: madds(*args, **flags), capsys, needle)
 
 
-def test_madds_not_attempted(capsys):
-    assert check_involution_madds(not_attempted) is False
-    assert "not attempted" in capsys.readouterr().out
+def test_madds_rejects_strings_and_floats_off(capsys):
+    assert_rejects(check_involution_madds, lambda *args: str(madds(*args)), capsys, "✗")
+    assert_rejects(check_involution_madds, lambda *args: madds(*args) * 1.01, capsys, "✗")
 
 
-# ----------------------------------------------------------------------------- group of a channel
-def group_solution(c, channels, groups):
-    return c // (channels // groups)
+def madds_direct(c, h, w, k, s, r, gc):
+    return involution_madds_reference(c, h, w, k, s, r, gc)
 
 
-def group_modulo(c, channels, groups):
-    """The keras.io tutorial's layout: channel c in group c % G."""
-    return c % groups
+def madds_attribute(c, h, w, k, s, r, gc):
+    return involution_edu.exercises.module.involution_madds_reference(c, h, w, k, s, r, gc)
 
 
-def group_divides_by_groups(c, channels, groups):
-    return c // groups
+def madds_counter(c, h, w, k, s, r, gc):
+    return count_flops(Involution(c, k, s, r, gc), (1, c, h, w)).total
 
 
-def group_off_by_one(c, channels, groups):
-    return c // (channels // groups) + 1
+def _count(c, h, w, k, s, r, gc):
+    return involution_madds_reference(c, h, w, k, s, r, gc)
 
 
-def test_group_accepts_solution(capsys):
-    assert check_group_of_channel(group_solution) is True
-    assert "all 7 cases pass" in capsys.readouterr().out
+def madds_in_helper(c, h, w, k, s, r, gc):
+    return _count(c, h, w, k, s, r, gc)
+
+
+@pytest.mark.parametrize("candidate", [madds_direct, madds_attribute, madds_counter, madds_in_helper])
+def test_madds_guard(candidate, capsys):
+    assert_rejects(check_involution_madds, candidate, capsys, "yourself")
+
+
+def test_madds_not_attempted_and_never_raises(capsys):
+    assert_rejects(check_involution_madds, not_attempted, capsys, "not attempted")
+    assert_never_raises(check_involution_madds)
+
+
+# ------------------------------------------------------------------------------ fixed_involution
+def variant(x, module, *, modulo=False, batch_stats=False, floor=False, relu=True, bias=True, transpose=False,
+            padding=None):
+    """The fixed forward pass, or one with some bugs left in."""
+    k, s, groups = module.kernel_size, module.stride, module.groups
+    batch, channels = x.shape[:2]
+    pooled = F.avg_pool2d(x, s, s, ceil_mode=not floor) if s > 1 else x
+    bn = module.conv1.bn
+    hidden = F.conv2d(pooled, module.conv1.conv.weight)
+    if batch_stats:
+        hidden = F.batch_norm(hidden, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
+    else:
+        hidden = F.batch_norm(hidden, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False, eps=bn.eps)
+    if relu:
+        hidden = torch.relu(hidden)
+    flat = F.conv2d(hidden, module.conv2.conv.weight, module.conv2.conv.bias if bias else None)
+    out_h, out_w = flat.shape[-2:]
+    kernels = flat.view(batch, groups, k, k, out_h, out_w)
+    if transpose:
+        kernels = kernels.transpose(2, 3)
+    kernels = kernels.reshape(batch, groups, 1, k * k, out_h, out_w)
+    pad = (k - 1) // 2 if padding is None else padding
+    windows = F.unfold(x, k, padding=pad, stride=s)
+    if modulo:
+        windows = windows.view(batch, channels // groups, groups, k * k, out_h, out_w)
+        return (kernels.transpose(1, 2) * windows).sum(dim=3).reshape(batch, channels, out_h, out_w)
+    windows = windows.view(batch, groups, channels // groups, k * k, out_h, out_w)
+    return (kernels * windows).sum(dim=3).reshape(batch, channels, out_h, out_w)
+
+
+def fixed_solution(x, module):
+    return variant(x, module)
+
+
+def test_fixed_accepts_solution(capsys):
+    assert_accepts(check_fixed_involution, fixed_solution, capsys)
+
+
+def test_the_broken_function_has_the_three_bugs():
+    module = seeded_module(0, 8, 3, stride=2, reduction_ratio=2, group_channels=4)
+    x = torch.randn(2, 8, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(broken_involution(x, module), variant(x, module, modulo=True, batch_stats=True))
+        assert not torch.allclose(broken_involution(x, module), module(x))
+    with pytest.raises(RuntimeError):  # floor-mode pooling on an odd size
+        broken_involution(torch.randn(1, 8, 7, 7, dtype=torch.float64), module)
 
 
 @pytest.mark.parametrize(
-    "wrong, message",
+    "flags, needle",
     [
-        (group_modulo, "channel 1 is in group 0"),
-        (group_divides_by_groups, "C=64, G=4, channel 20"),
-        (group_off_by_one, "C=4, G=2, channel 1"),
+        (dict(modulo=True), "c % G"),
+        (dict(batch_stats=True), "batch's own mean"),
+        (dict(floor=True), "ceil_mode"),
+        (dict(relu=False), "ReLU"),
+        (dict(bias=False), "bias"),
+        (dict(modulo=True, batch_stats=True), "two bugs"),
     ],
 )
-def test_group_rejects_wrong_answers(wrong, message, capsys):
-    assert check_group_of_channel(wrong) is False
-    out = capsys.readouterr().out
-    assert "✗ group_of_channel" in out and message in out
+def test_fixed_names_the_remaining_bug(flags, needle, capsys):
+    assert_rejects(check_fixed_involution, lambda x, m: variant(x, m, **flags), capsys, needle)
 
 
-def test_group_not_attempted(capsys):
-    assert check_group_of_channel(not_attempted) is False
-    assert "not attempted" in capsys.readouterr().out
+def test_fixed_rejects_the_broken_function_and_other_slips(capsys):
+    assert_rejects(check_fixed_involution, broken_involution, capsys, "BatchNorm")
+    assert_rejects(check_fixed_involution, lambda x, m: variant(x, m, transpose=True), capsys, "✗")
+    assert_rejects(check_fixed_involution, lambda x, m: variant(x, m, padding=0), capsys, "✗")
 
 
-# ----------------------------------------------------------------------------- forward pass
-def forward_solution(x, module):
-    kernels = module.generate_kernels(x)  # (B, G, K, K, H', W')
-    batch, groups, k, _, out_h, out_w = kernels.shape
-    channels = x.shape[1]
-    windows = F.unfold(x, k, dilation=module.dilation, padding=module.padding, stride=module.stride)
-    windows = windows.view(batch, groups, channels // groups, k * k, out_h, out_w)
-    out = (kernels.view(batch, groups, 1, k * k, out_h, out_w) * windows).sum(dim=3)
-    return out.view(batch, channels, out_h, out_w)
+def calls_the_module(x, module):
+    return module(x)
 
 
-def forward_with_loops(x, module):
-    """A second correct answer: the NumPy loop oracle applied to the module's kernels."""
-    kernels = module.generate_kernels(x)
-    return torch.from_numpy(involution_loops(x.numpy(), kernels.numpy(), module.stride))
+def calls_forward(x, module):
+    return module.forward(x)
 
 
-def forward_modulo_groups(x, module):
-    """keras.io layout: channel c uses group c % G."""
-    kernels = module.generate_kernels(x)
-    batch, groups, k, _, out_h, out_w = kernels.shape
-    channels = x.shape[1]
-    windows = F.unfold(x, k, padding=module.padding, stride=module.stride)
-    windows = windows.view(batch, channels // groups, groups, k * k, out_h, out_w)
-    out = (kernels.view(batch, 1, groups, k * k, out_h, out_w) * windows).sum(dim=3)
-    return out.reshape(batch, channels, out_h, out_w)
+def calls_generate_kernels(x, module):
+    return aggregate(x, module.generate_kernels(x), stride=module.stride)
 
 
-def forward_unfold_without_stride(x, module):
-    """Unfolds with stride 1: the windows no longer line up with the (pooled) kernels."""
-    kernels = module.generate_kernels(x)
-    batch, groups, k, _, out_h, out_w = kernels.shape
-    channels = x.shape[1]
-    windows = F.unfold(x, k, padding=module.padding)
-    windows = windows.view(batch, groups, channels // groups, k * k, x.shape[2], x.shape[3])
-    out = (kernels.view(batch, groups, 1, k * k, out_h, out_w) * windows).sum(dim=3)
-    return out.view(batch, channels, out_h, out_w)
+def calls_library_by_attribute(x, module):
+    return involution_edu.functional.involution_unfold(x, None)
 
 
-def forward_paper_pooling(x, module):
-    """Generates kernels from AvgPool2d without ceil_mode, like the paper's code: fails on odd sizes."""
-    pooled = F.avg_pool2d(x, module.stride, module.stride) if module.stride > 1 else x
-    flat = module.conv2(module.conv1(pooled))
-    batch, _, out_h, out_w = flat.shape
-    k, groups, channels = module.kernel_size, module.groups, x.shape[1]
-    windows = F.unfold(x, k, padding=module.padding, stride=module.stride)
-    windows = windows.view(batch, groups, channels // groups, k * k, out_h, out_w)
-    out = (flat.view(batch, groups, 1, k * k, out_h, out_w) * windows).sum(dim=3)
-    return out.view(batch, channels, out_h, out_w)
+def _aggregate(x, kernels, stride):
+    return involution(x, kernels, stride=stride)
 
 
-def forward_no_padding(x, module):
-    kernels = module.generate_kernels(x)
-    batch, groups, k, _, out_h, out_w = kernels.shape
-    channels = x.shape[1]
-    windows = F.unfold(x, k, stride=module.stride)  # no padding: fewer windows than kernels
-    windows = windows.view(batch, groups, channels // groups, k * k, out_h, out_w)
-    out = (kernels.view(batch, groups, 1, k * k, out_h, out_w) * windows).sum(dim=3)
-    return out.view(batch, channels, out_h, out_w)
+def calls_library_in_helper(x, module):
+    kernels = variant(x, module)  # any tensor: the guard looks at the code, not the values
+    return _aggregate(x, kernels, module.stride)
 
 
-def forward_transposed_kernel(x, module):
-    """Flips the kernel's (u, v) axes: kernel rows applied to window columns."""
-    kernels = module.generate_kernels(x).transpose(2, 3).contiguous()
-    batch, groups, k, _, out_h, out_w = kernels.shape
-    channels = x.shape[1]
-    windows = F.unfold(x, k, padding=module.padding, stride=module.stride)
-    windows = windows.view(batch, groups, channels // groups, k * k, out_h, out_w)
-    out = (kernels.view(batch, groups, 1, k * k, out_h, out_w) * windows).sum(dim=3)
-    return out.view(batch, channels, out_h, out_w)
+def calls_class_forward(x, module):
+    return Involution.forward(module, x)
 
 
-def test_seeded_module_is_eval_float64_and_not_trivial():
-    module = seeded_module(0, 16, 3, 2, 2, 4)
-    assert not module.training and module.conv1.conv.weight.dtype == torch.float64
-    assert not torch.allclose(module.conv1.bn.running_mean, torch.zeros(8, dtype=torch.float64))
+@pytest.mark.parametrize("candidate", [calls_forward, calls_generate_kernels, calls_library_by_attribute,
+                                       calls_library_in_helper, calls_class_forward])
+def test_fixed_guard(candidate, capsys):
+    assert_rejects(check_fixed_involution, candidate, capsys, "yourself")
 
 
-def test_forward_accepts_solution(capsys):
-    assert check_involution_forward(forward_solution) is True
-    assert "all 6 cases pass" in capsys.readouterr().out
+def test_fixed_refuses_the_modules_own_forward_at_run_time(capsys):
+    for candidate in (calls_the_module, lambda x, m: m(x)):
+        assert_rejects(check_fixed_involution, candidate, capsys, "module(x)", "switched off")
 
 
-def test_forward_accepts_loop_oracle(capsys):
-    assert check_involution_forward(forward_with_loops) is True
-    assert "all 6 cases pass" in capsys.readouterr().out
+def test_fixed_not_attempted_and_never_raises(capsys):
+    assert_rejects(check_fixed_involution, not_attempted, capsys, "not attempted")
+    assert_never_raises(check_fixed_involution)
 
 
-def test_forward_accepts_module_itself(capsys):
-    assert check_involution_forward(lambda x, module: module(x)) is True
+# ------------------------------------------------------------------------------ questions
+@pytest.mark.parametrize("key", sorted(QUESTIONS))
+def test_questions_accept_the_answer_and_explain_every_wrong_one(key, capsys):
+    question = QUESTIONS[key]
+    assert check_answer(question, question.answer) is True
+    assert question.explanation[:30] in capsys.readouterr().out
+    for choice, explanation in question.wrong.items():
+        assert check_answer(question, choice) is False
+        assert explanation[:30] in capsys.readouterr().out
+    assert check_answer(question, None) is False
+    assert "not answered" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "wrong, message",
-    [
-        (forward_modulo_groups, "case 2/6 'stride 1, K=7, 4 groups': wrong values"),
-        (forward_unfold_without_stride, "case 3/6 'stride 2, even size 8x8' raised RuntimeError"),
-        (forward_paper_pooling, "case 4/6 'stride 2, odd size 7x7' raised RuntimeError"),
-        (forward_no_padding, "case 1/6 'stride 1, K=3, one group' raised RuntimeError"),
-        (forward_transposed_kernel, "case 1/6 'stride 1, K=3, one group': wrong values"),
-    ],
-)
-def test_forward_rejects_wrong_answers(wrong, message, capsys):
-    assert check_involution_forward(wrong) is False
-    out = capsys.readouterr().out
-    assert "✗ involution_forward_student" in out and message in out
-
-
-def test_forward_not_attempted(capsys):
-    assert check_involution_forward(not_attempted) is False
-    assert "not attempted" in capsys.readouterr().out
-
-
-def test_forward_refuses_a_non_function(capsys):
-    assert check_involution_forward(None) is False
-    assert "expected a function" in capsys.readouterr().out
-
-
-def test_forward_checker_leaves_running_statistics_alone():
-    """The checker's modules are in eval mode: calling the student's function twice gives one answer."""
-    module = seeded_module(3, 8, 3, 2, 2, 2)
-    before = module.conv1.bn.running_mean.clone()
-    x = torch.randn(2, 8, 7, 7, dtype=torch.float64)
-    assert torch.allclose(forward_solution(x, module), module(x))
-    assert torch.equal(module.conv1.bn.running_mean, before)
+def test_equivariance_claims_of_the_questions():
+    """Involution commutes with whole-stride shifts in the interior; a locally connected layer does not."""
+    x = torch.randn(1, 8, 16, 16, dtype=torch.float64)
+    layer = seeded_module(3, 8, 3, stride=1, reduction_ratio=2, group_channels=4)
+    strided = seeded_module(4, 8, 3, stride=2, reduction_ratio=2, group_channels=4)
+    with torch.no_grad():
+        shifted = torch.roll(x, (2, 2), (-2, -1))
+        assert torch.allclose(layer(shifted)[..., 4:-2, 4:-2], torch.roll(layer(x), (2, 2), (-2, -1))[..., 4:-2, 4:-2])
+        assert torch.allclose(strided(shifted)[..., 2:-1, 2:-1], torch.roll(strided(x), (1, 1), (-2, -1))[..., 2:-1, 2:-1])
+        one = torch.roll(x, (1, 1), (-2, -1))
+        assert not torch.allclose(strided(one)[..., 2:-1, 2:-1], strided(x)[..., 2:-1, 2:-1])
+        fixed = torch.randn(1, 8, 3, 3, 16, 16, dtype=torch.float64)
+        local = involution(shifted, fixed)[..., 4:-2, 4:-2]
+        assert not torch.allclose(local, torch.roll(involution(x, fixed), (2, 2), (-2, -1))[..., 4:-2, 4:-2])

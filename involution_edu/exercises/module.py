@@ -1,67 +1,45 @@
-"""Checkers for notebook 05 (the full involution module).
+"""Checkers and questions for notebook 05 (the full involution module).
 
-Each checker builds a table of :class:`~involution_edu.exercises.framework.Case` whose
-expected answers come from the library (:func:`~involution_edu.shapes.output_size`, the
-layers of a real :class:`~involution_edu.module.Involution`, the module's own forward pass)
-and hands it to :func:`~involution_edu.exercises.framework.run_cases`, which prints a verdict
-and returns ``True`` only when every case passes.
+Each checker builds a table of :class:`~involution_edu.exercises.framework.Case` whose expected
+answers come from the library (the layers of a real :class:`~involution_edu.module.Involution`,
+the module's own forward pass) and hands it to
+:func:`~involution_edu.exercises.framework.run_cases`, which prints one verdict and returns
+``True`` only when every case passes. The likely mistakes are computed with deliberately wrong
+implementations, so the verdict can name them.
 
 Exercises checked here::
 
-    involution_output_shape(input_shape, channels, kernel_size, stride)
-        input_shape (B, C, H, W) -> (B, C, ceil(H / s), ceil(W / s))
     involution_madds(channels, height, width, kernel_size, stride, reduction_ratio, group_channels)
         -> multiply-adds of one Involution layer on an H x W input: the two 1x1 convolutions of
            kernel generation (on the pooled H' x W' grid) plus the aggregation K^2 * C * H' * W';
            batch norm, ReLU, average pooling and the conv2 bias are not counted
-    group_of_channel(c, channels, groups) -> c // (channels // groups)
-    involution_forward_student(x, module)
-        x: (B, C, H, W), module: Involution -> module(x), (B, C, H', W')
+    fixed_involution(x, module)
+        x: (B, C, H, W), module: an Involution in eval mode (its weights only) -> module(x),
+        (B, C, ceil(H / s), ceil(W / s)): :func:`broken_involution` with its three bugs fixed
 """
 
 from __future__ import annotations
 
-from typing import Callable, List
+from typing import Callable, Dict, List
 
 import torch
+import torch.nn.functional as F
 
+from ..counting import count_flops
+from ..functional import involution, involution_unfold
 from ..module import Involution
-from ..shapes import default_padding, group_of_channel, output_size
-from .framework import Case, run_cases
+from ..reference import involution_loops
+from ..shapes import default_padding, output_size
+from .framework import Case, Question, run_cases
 
 __all__ = [
-    "check_involution_output_shape",
+    "QUESTIONS",
+    "broken_involution",
+    "check_fixed_involution",
     "check_involution_madds",
-    "check_group_of_channel",
-    "check_involution_forward",
     "involution_madds_reference",
     "seeded_module",
 ]
-
-
-def check_involution_output_shape(involution_output_shape: Callable[..., object]) -> bool:
-    """Check ``involution_output_shape(input_shape, channels, kernel_size, stride)``.
-
-    The expected shape is ``(B, C, H', W')`` with ``H'`` the number of positions ``nn.Unfold``
-    visits with padding ``(K - 1) // 2`` (:func:`~involution_edu.shapes.output_size`), which
-    equals ``ceil(H / stride)`` for odd ``K``.
-    """
-    # (name, why, input_shape, channels, kernel_size, stride)
-    table = [
-        ("stride 1, K=7", "stride 1 with 'same' padding keeps H and W", (2, 64, 56, 56), 64, 7, 1),
-        ("stride 2, even size 56", "stride 2 halves an even size: 56 -> 28", (1, 64, 56, 56), 64, 7, 2),
-        ("stride 2, odd size 7x7", "an odd size rounds UP: ceil(7 / 2) = 4, not 3", (1, 32, 7, 7), 32, 3, 2),
-        ("stride 3, 10x8", "ceil(10 / 3) = 4 and ceil(8 / 3) = 3: rows and columns separately", (3, 16, 10, 8), 16, 3, 3),
-        ("K=1, stride 2, 5x9", "a 1x1 kernel with stride: still ceil(H / s)", (1, 16, 5, 9), 16, 1, 2),
-        ("stride 2, 15x14, batch 2", "output channels = input channels (not G or K*K*G); rows and columns separately", (2, 64, 15, 14), 64, 7, 2),
-    ]
-    cases: List[Case] = []
-    for name, why, input_shape, channels, k, stride in table:
-        batch, _, height, width = input_shape
-        padding = default_padding(k)
-        expected = (batch, channels, output_size(height, k, stride, padding), output_size(width, k, stride, padding))
-        cases.append(Case(name, (input_shape, channels, k, stride), expected, why))
-    return run_cases("involution_output_shape", involution_output_shape, cases)
 
 
 def involution_madds_reference(
@@ -103,30 +81,36 @@ def check_involution_madds(involution_madds: Callable[..., object]) -> bool:
         ("stride 2, odd size 15x15", "H' = ceil(15 / 2) = 8, not floor", 64, 15, 15, 7, 2, 4, 16),
         ("C=48, r=2, 8 per group, 9x12", "another reduction ratio and group size (G = 6)", 48, 9, 12, 5, 1, 2, 8),
         ("K=1, stride 3, 10x10", "K = 1 and stride 3: H' = ceil(10 / 3) = 4", 32, 10, 10, 1, 3, 4, 16),
+        ("stride 2, non-square 9x14, r=2", "rows and columns separately: ceil(9 / 2) = 5, ceil(14 / 2) = 7",
+         32, 9, 14, 3, 2, 2, 8),
     ]
     cases: List[Case] = []
     for name, why, c, h, w, k, s, r, gc in table:
         expected = involution_madds_reference(c, h, w, k, s, r, gc)
-        cases.append(Case(name, (c, h, w, k, s, r, gc), expected, why, rtol=0.0, atol=0.0))
-    return run_cases("involution_madds", involution_madds, cases)
-
-
-def check_group_of_channel(group_of_channel_student: Callable[..., object]) -> bool:
-    """Check ``group_of_channel(c, channels, groups)``: the paper's ``c // (channels // groups)``."""
-    # (name, why, c, channels, groups)
-    table = [
-        ("C=4, G=2, channel 1", "channels 0 and 1 form group 0 (contiguous blocks), so channel 1 is in group 0", 1, 4, 2),
-        ("C=4, G=2, channel 2", "channel 2 starts the second block: group 1", 2, 4, 2),
-        ("C=64, G=4, channel 20", "blocks of C / G = 16 channels: channel 20 is in group 1", 20, 64, 4),
-        ("C=64, G=4, channel 63", "the last channel is in the last group, G - 1 = 3", 63, 64, 4),
-        ("C=8, G=1, channel 7", "one group: every channel is in group 0", 7, 8, 1),
-        ("C=6, G=6, channel 5", "one channel per group: group = channel", 5, 6, 6),
-        ("C=48, G=3, channel 17", "blocks of 16: channels 16..31 are group 1", 17, 48, 3),
-    ]
-    cases: List[Case] = []
-    for name, why, c, channels, groups in table:
-        cases.append(Case(name, (c, channels, groups), group_of_channel(c, channels, groups), why, rtol=0.0, atol=0.0))
-    return run_cases("group_of_channel", group_of_channel_student, cases)
+        hidden, groups = c // r, c // gc
+        out_positions = -(-h // s) * -(-w // s)
+        floor_positions = max(h // s, 1) * max(w // s, 1)
+        generation = c * hidden + hidden * k * k * groups
+        mistakes = [
+            (generation * h * w + k * k * c * out_positions,
+             "the kernel generation runs on the pooled H' x W' grid, not on the full H x W input"),
+            (generation * out_positions + k * k * c * h * w,
+             "the aggregation runs once per OUTPUT position, H' x W', not per input pixel"),
+            (generation * h * w + k * k * c * h * w, "the stride is ignored: every part runs on the H' x W' grid"),
+            ((generation + k * k * c) * floor_positions,
+             "floor(H / s) rows: the output has ceil(H / s) (the last, partial block still gets an output)"),
+            (expected + k * k * groups * out_positions, "conv2's bias is counted; the exercise leaves biases out"),
+            (expected - hidden * k * k * groups * out_positions, "the span convolution conv2 (C/r -> K*K*G) is missing"),
+            (expected - c * hidden * out_positions, "the reduce convolution conv1 (C -> C/r) is missing"),
+            (expected - k * k * c * out_positions + k * k * groups * out_positions,
+             "the aggregation is counted once per group; every one of the C channels does its own K*K multiply-adds"),
+            (expected - k * k * c * out_positions, "the aggregation (K*K per output element) is missing"),
+        ]
+        mistakes = [(value, message) for value, message in mistakes if value != expected]
+        cases.append(Case(name, (c, h, w, k, s, r, gc), expected, why, rtol=0.0, atol=0.0, mistakes=mistakes))
+    return run_cases("involution_madds", involution_madds, cases,
+                     forbidden=(involution_madds_reference, count_flops, ".count_flops", ".involution_madds_reference"),
+                     what="the multiply-add count")
 
 
 def seeded_module(
@@ -147,20 +131,86 @@ def seeded_module(
     return module.eval()
 
 
-def check_involution_forward(involution_forward_student: Callable[..., object]) -> bool:
-    """Check ``involution_forward_student(x, module)`` against ``module(x)``.
 
-    The modules are float64, in eval mode, with seeded weights; the cases cover stride 1, 2
-    and 3, odd and non-square sizes, groups > 1 and K = 1, 3, 7.
+
+# --------------------------------------------------------------------------------------------
+# Exercise: find and fix the three bugs
+# --------------------------------------------------------------------------------------------
+
+def broken_involution(x: torch.Tensor, module: Involution) -> torch.Tensor:
+    """An involution forward pass with three bugs. x: (B, C, H, W) -> (B, C, H', W')."""
+    k, s, groups = module.kernel_size, module.stride, module.groups
+    batch, channels, height, width = x.shape
+    pooled = F.avg_pool2d(x, s, s) if s > 1 else x  # one averaged pixel per output position
+    bn = module.conv1.bn
+    hidden = F.conv2d(pooled, module.conv1.conv.weight)  # reduce: C -> C/r
+    hidden = torch.relu(F.batch_norm(hidden, None, None, bn.weight, bn.bias, training=True, eps=bn.eps))
+    flat = F.conv2d(hidden, module.conv2.conv.weight, module.conv2.conv.bias)  # span: C/r -> G*K*K
+    out_h, out_w = flat.shape[-2:]
+    kernels = flat.view(batch, groups, 1, k * k, out_h, out_w)
+    windows = F.unfold(x, k, padding=(k - 1) // 2, stride=s)  # (B, C*K*K, H'*W')
+    windows = windows.view(batch, channels // groups, groups, k * k, out_h, out_w)
+    out = (kernels.transpose(1, 2) * windows).sum(dim=3)  # (B, C/G, G, H', W')
+    return out.reshape(batch, channels, out_h, out_w)
+
+
+def _variant(x: torch.Tensor, module: Involution, *, modulo: bool = False, batch_stats: bool = False,
+             floor: bool = False, relu: bool = True, bias: bool = True) -> torch.Tensor:
+    """The module's forward pass (eval mode), or one with some of the likely bugs."""
+    k, s, groups = module.kernel_size, module.stride, module.groups
+    batch, channels = x.shape[:2]
+    pooled = F.avg_pool2d(x, s, s, ceil_mode=not floor) if s > 1 else x
+    bn = module.conv1.bn
+    with torch.no_grad():
+        hidden = F.conv2d(pooled, module.conv1.conv.weight)
+        if batch_stats:
+            hidden = F.batch_norm(hidden, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
+        else:
+            hidden = F.batch_norm(hidden, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False,
+                                  eps=bn.eps)
+        if relu:
+            hidden = torch.relu(hidden)
+        flat = F.conv2d(hidden, module.conv2.conv.weight, module.conv2.conv.bias if bias else None)
+        out_h, out_w = flat.shape[-2:]
+        kernels = flat.view(batch, groups, 1, k * k, out_h, out_w)
+        windows = F.unfold(x, k, padding=(k - 1) // 2, stride=s)
+        if modulo:
+            windows = windows.view(batch, channels // groups, groups, k * k, out_h, out_w)
+            return (kernels.transpose(1, 2) * windows).sum(dim=3).reshape(batch, channels, out_h, out_w)
+        windows = windows.view(batch, groups, channels // groups, k * k, out_h, out_w)
+        return (kernels * windows).sum(dim=3).reshape(batch, channels, out_h, out_w)
+
+
+class _NoShortcutInvolution(Involution):
+    """An :class:`Involution` whose own forward pass and kernel generator refuse to run."""
+
+    def generate_kernels(self, x):  # type: ignore[override]
+        raise RuntimeError("this exercise asks you to write the kernel generation yourself: "
+                           "module.generate_kernels is switched off here")
+
+    def forward(self, x, return_kernels=False):  # type: ignore[override]
+        raise RuntimeError("this exercise asks you to write the forward pass yourself: "
+                           "module(x) (the module's own forward) is switched off here")
+
+
+def check_fixed_involution(fixed_involution: Callable[..., object]) -> bool:
+    """Check ``fixed_involution(x, module)``: :func:`broken_involution` with its three bugs fixed.
+
+    The expected output is the library module's own forward pass (eval mode, float64, seeded
+    weights, BatchNorm running statistics far from any batch's). The module handed to the
+    learner's function refuses ``module(x)`` and ``module.generate_kernels``.
     """
     # (name, why, batch, channels, height, width, kernel_size, stride, reduction_ratio, group_channels)
     table = [
-        ("stride 1, K=3, one group", "the basic case", 1, 16, 6, 6, 3, 1, 4, 16),
-        ("stride 1, K=7, 4 groups", "groups > 1: channel c uses the kernels of group c // (C / G)", 2, 16, 9, 9, 7, 1, 2, 4),
-        ("stride 2, even size 8x8", "stride 2: unfold x with stride 2 (the kernels already come from the pooled x)", 1, 8, 8, 8, 3, 2, 2, 4),
-        ("stride 2, odd size 7x7", "odd size with stride 2: 4x4 positions, where the paper's code fails", 2, 8, 7, 7, 3, 2, 2, 2),
-        ("K=1, 2 groups, 5x6", "a 1x1 kernel: each output is the input scaled by its own kernel", 1, 8, 5, 6, 1, 1, 2, 4),
-        ("K=7, stride 3, 11x10", "stride 3, odd and non-square sizes, 3 groups", 2, 12, 11, 10, 7, 3, 3, 4),
+        ("2 groups, stride 1, 6x6", "BatchNorm in evaluation mode (running_mean and running_var); channel c in "
+         "group c // (C / G)", 1, 8, 6, 6, 3, 1, 2, 4),
+        ("4 groups, stride 1, K=5, 7x9", "groups > 1: channel c uses the kernel of group c // (C / G)",
+         2, 16, 7, 9, 5, 1, 2, 4),
+        ("stride 2, even size 8x10, 2 groups", "stride 2: kernels from the 2x2-averaged input", 1, 8, 8, 10, 3, 2, 2, 4),
+        ("stride 2, odd size 7x7", "odd size with stride 2: unfold gives ceil(7/2) = 4 positions per axis, so the "
+         "pool must give 4 too (ceil_mode=True)", 2, 8, 7, 7, 3, 2, 2, 2),
+        ("stride 3, K=7, 11x10, 3 groups", "stride 3, odd and non-square sizes", 1, 12, 11, 10, 7, 3, 3, 4),
+        ("K=1, one group, batch 3, 5x6", "K = 1; one group; a batch of three", 3, 8, 5, 6, 1, 1, 4, 8),
     ]
     cases: List[Case] = []
     for seed, (name, why, batch, channels, h, w, k, stride, r, gc) in enumerate(table):
@@ -168,12 +218,33 @@ def check_involution_forward(involution_forward_student: Callable[..., object]) 
         x = torch.randn(batch, channels, h, w, generator=torch.Generator().manual_seed(100 + seed), dtype=torch.float64)
         with torch.no_grad():
             expected = module(x)
-        cases.append(Case(name, (x, module), expected, why, rtol=1e-9, atol=1e-10))
-    return run_cases("involution_forward_student", _without_grad(involution_forward_student), cases)
+        mistakes = []
+        for message, kwargs in [
+            ("channel c still takes the kernel of group c % G (keras.io's grouping, notebook 02); the paper's "
+             "is c // (C // G), contiguous blocks", dict(modulo=True)),
+            ("BatchNorm still normalises with this batch's own mean and variance (training mode); in evaluation "
+             "mode it uses running_mean and running_var", dict(batch_stats=True)),
+            ("the pool still drops the last, partial block (floor mode): use ceil_mode=True", dict(floor=True)),
+            ("the ReLU after the BatchNorm is missing", dict(relu=False)),
+            ("conv2's bias is missing", dict(bias=False)),
+            ("two bugs at once: channel c still takes the kernel of group c % G, and BatchNorm still uses the "
+             "batch's statistics", dict(modulo=True, batch_stats=True)),
+            ("all three bugs are still there", dict(modulo=True, batch_stats=True, floor=True)),
+        ]:
+            try:
+                mistakes.append((_variant(x, module, **kwargs), message))
+            except RuntimeError:  # a floor-mode pool on an odd size does not even run
+                pass
+        module.__class__ = _NoShortcutInvolution
+        cases.append(Case(name, (x, module), expected, why, rtol=1e-9, atol=1e-10, mistakes=mistakes))
+    forbidden = (Involution.forward, Involution.generate_kernels, involution, involution_unfold, involution_loops,
+                 ".generate_kernels", ".forward", ".involution_unfold", ".involution_loops")
+    return run_cases("fixed_involution", _without_grad(fixed_involution), cases, forbidden=forbidden,
+                     what="the fixed forward pass")
 
 
 def _without_grad(function: Callable[..., object]) -> Callable[..., object]:
-    """Run the student's function under ``torch.no_grad`` (the checker compares values only)."""
+    """Run the learner's function under ``torch.no_grad`` (the checker compares values only)."""
     if not callable(function):
         return function
 
@@ -181,4 +252,51 @@ def _without_grad(function: Callable[..., object]) -> Callable[..., object]:
         with torch.no_grad():
             return function(*args, **kwargs)
 
+    wrapped.__wrapped__ = function  # the shortcut guard inspects the learner's own code
     return wrapped
+
+
+# --------------------------------------------------------------------------------------------
+# Questions
+# --------------------------------------------------------------------------------------------
+
+QUESTIONS: Dict[str, Question] = {
+    "locally_connected": Question(
+        prompt="A locally connected layer has its own learned K x K kernel at every position (not generated). "
+               "Shift its input by 3 pixels: what happens to the output?",
+        choices={
+            "a": "it shifts by 3 pixels too, like a convolution's",
+            "b": "it changes in general: the content moves but each position keeps its own kernel",
+            "c": "it does not change at all",
+            "d": "it shifts by 3 pixels, except that it is also scaled",
+        },
+        answer="b",
+        explanation="The kernel at position (i, j) is a parameter tied to (i, j). After the shift, a different "
+                    "pixel sits under that kernel, so the output is not the shifted output. Involution's kernel "
+                    "moves with the content because it is computed from it.",
+        wrong={
+            "a": "a convolution is equivariant because its one kernel is the same everywhere; here each position "
+                 "has a different kernel, and the kernels do not move with the content",
+            "c": "the input under each kernel has changed, so the output changes",
+            "d": "nothing rescales the output; the kernels at the new positions are simply different kernels",
+        },
+    ),
+    "stride_shift": Question(
+        prompt="An Involution with stride 2. Shift the input by ONE pixel (circularly). What happens to the output?",
+        choices={
+            "a": "it shifts by one output pixel",
+            "b": "it shifts by half an output pixel, which the grid cannot show, so it changes almost everywhere",
+            "c": "it does not change",
+            "d": "only the border changes",
+        },
+        answer="b",
+        explanation="The output grid samples every second input pixel, and the kernels come from 2x2 averages: a "
+                    "one-pixel shift moves the content between the samples and regroups the averaged blocks. Shifts "
+                    "by multiples of the stride shift the output by whole pixels (away from the border).",
+        wrong={
+            "a": "one output pixel is two input pixels; a shift by 2 does that, a shift by 1 does not",
+            "c": "the windows now sit on different pixels, so the output changes",
+            "d": "that is zero padding's effect at stride 1; with stride 2 the sampling grid itself no longer lines up",
+        },
+    ),
+}
