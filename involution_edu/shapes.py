@@ -104,7 +104,10 @@ def check_kernel_size(kernel_size: object, *, need_odd: bool = True) -> int:
 
 
 def default_padding(kernel_size: int, dilation: int = 1) -> int:
-    """The "same" padding ``dilation * (K - 1) // 2`` used by the paper's code.
+    """The "same" padding ``dilation * (K - 1) // 2``: this library's default.
+
+    The paper's code has no dilation and pads ``(K - 1) // 2``; this extends that padding to
+    dilated windows (equal to it when ``dilation == 1``).
 
     With stride 1 and odd ``K`` it keeps ``H' = H`` and ``W' = W``.
     """
