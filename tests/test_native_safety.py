@@ -308,3 +308,16 @@ def test_an_uncreatable_cache_uses_a_private_temporary_directory(tmp_path):
     assert directory.name.startswith("involution_edu_") and "private temporary directory" in answer["info"]["note"]
     assert str(blocker / "cache") in answer["info"]["note"]
     assert not directory.exists()  # removed at exit
+
+
+def test_the_source_is_package_data():
+    # native.py reads the C++ file through importlib.resources; pyproject.toml ships it in the wheel.
+    from importlib import resources
+
+    from involution_edu import native
+
+    source = resources.files("involution_edu").joinpath("csrc", "involution.cpp")
+    assert source.is_file() and source.read_text(encoding="utf-8") == native.KERNEL_SOURCE
+    assert 'extern "C"' in native.KERNEL_SOURCE and f"return {native.ABI_VERSION};" in native.KERNEL_SOURCE
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert '[tool.setuptools.package-data]\ninvolution_edu = ["csrc/*.cpp"]' in pyproject
