@@ -246,3 +246,19 @@ def test_defaults_match_the_paper():
     assert module.conv1.conv.out_channels == 16  # reduction_ratio 4
     assert module.conv2.conv.out_channels == 7 * 7 * 4
     assert module.conv1.conv.bias is None and module.conv2.conv.bias is not None
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+@pytest.mark.parametrize("size", [(8, 9), (9, 9), (6, 12), (7, 5)])
+def test_stride_pool_averages_partial_windows_and_equals_avg_pool_when_divisible(stride, size):
+    from involution_edu.module import stride_pool
+
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    pooled = stride_pool(x, stride)
+    torch.testing.assert_close(pooled, torch.nn.functional.avg_pool2d(x, stride, stride, ceil_mode=True), rtol=1e-14, atol=1e-14)
+    # the last window by hand: the mean of the pixels it covers
+    row, col = (size[0] - 1) // stride, (size[1] - 1) // stride
+    corner = x[:, :, row * stride :, col * stride :].mean(dim=(2, 3))
+    torch.testing.assert_close(pooled[:, :, -1, -1], corner, rtol=1e-14, atol=1e-14)
+    if size[0] % stride == 0 and size[1] % stride == 0:  # the paper's pooling, bit for bit
+        assert torch.equal(pooled, torch.nn.functional.avg_pool2d(x, stride, stride))
