@@ -456,7 +456,8 @@ static void backward_all(const i64* dims, const T* x, const i64* xst, const T* k
                          i64 per_thread, int threads) {
     const Geo g(dims, W);
     const bool unit = sizeof(T) == sizeof(float) && W == 16 && KT > 0 && g.s == 1 && g.d == 1 && g.cgp == 16 &&
-                      kst[5] == 1 && (!gk || (gkst[5] == 1 && gkst[4] == g.Wo));
+                      (!gx || kst[5] == 1) &&  // kernels are read only for grad_x (may be a dummy otherwise)
+                      (!gk || (gkst[5] == 1 && gkst[4] == g.Wo));
     const i64 tasks = g.B * g.G;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (i64 t = 0; t < tasks; ++t) {
