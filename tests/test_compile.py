@@ -111,12 +111,18 @@ def test_backward_graph_is_made_of_the_grad_ops():
     ]
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_export_keeps_batch_and_spatial_sizes_dynamic(stride):
+@pytest.mark.parametrize("stride, backend", [(1, "auto"), (2, "auto"), (2, "eager")])
+def test_export_keeps_batch_and_spatial_sizes_dynamic(stride, backend):
     torch.manual_seed(0)
     module = Involution(16, 3, stride=stride).eval()
     batch, height, width = Dim("batch", min=1, max=64), Dim("height", min=4, max=512), Dim("width", min=4, max=512)
-    program = export(module, (torch.randn(2, 16, 12, 12),), dynamic_shapes={"x": {0: batch, 2: height, 3: width}})
+    previous = set_default_backend(backend)
+    try:
+        program = export(module, (torch.randn(2, 16, 12, 12),), dynamic_shapes={"x": {0: batch, 2: height, 3: width}})
+    finally:
+        set_default_backend(previous)
+    ops = [node.args[-1] for node in program.graph.nodes if "involution_edu" in str(node.target)]
+    assert ops == [resolve_backend(backend, torch.randn(1, 16, 4, 4), torch.randn(1, 1, 3, 3, 4, 4))]
     placeholder = next(node for node in program.graph.nodes if node.op == "placeholder" and node.name == "x")
     assert all(isinstance(size, torch.SymInt) for size in (placeholder.meta["val"].shape[i] for i in (0, 2, 3)))
     for shape in [(3, 16, 9, 13), (1, 16, 5, 4)]:
@@ -136,3 +142,18 @@ def test_compile_with_dynamic_shapes_does_not_recompile():
         x = torch.randn(shape)
         torch.testing.assert_close(compiled(x), module(x), rtol=1e-6, atol=1e-6)
     assert counts["stats"]["unique_graphs"] == 1
+
+
+def test_compiled_autocast_bfloat16_equals_eager_autocast():
+    _fresh()
+    torch.manual_seed(0)
+    module = Involution(16, 3, stride=2)
+    x = torch.randn(2, 16, 9, 9)
+
+    def run(a):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return module(a)
+
+    eager, compiled = run(x), torch.compile(run, fullgraph=True, backend="aot_eager")(x)
+    assert eager.dtype == compiled.dtype == torch.bfloat16
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
