@@ -579,3 +579,16 @@ def test_guard_catches_a_forbidden_class_its_instances_and_subclasses():
     assert find_shortcuts(lambda x: layer(x), [nn.Conv2d])
     assert find_shortcuts(lambda x: MyConv(2, 3, 3)(x), [nn.Conv2d])
     assert find_shortcuts(lambda x: nn.Linear(2, 3)(x), [nn.Conv2d]) == []
+
+
+def test_dicts_are_compared_key_by_key():
+    expected = {"weight": np.ones(3), "count": 3}
+    assert describe_mismatch({"weight": torch.ones(3), "count": 3}, expected) is None
+    assert "key 'weight'" in describe_mismatch({"weight": torch.zeros(3), "count": 3}, expected)
+    assert "expected the keys" in describe_mismatch({"weight": np.ones(3)}, expected)
+
+
+def test_compare_never_raises_on_odd_values(capsys):
+    for _, factory in ODD_RETURNS:
+        assert compare("odd", factory(), np.full((2, 3, 4, 4), 1 / 3)) is False
+    assert "Traceback" not in capsys.readouterr().out

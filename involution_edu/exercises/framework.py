@@ -406,6 +406,18 @@ def _describe(got: Any, expected: Any, rtol: float, atol: float) -> Optional[str
         if isinstance(got, str):
             return None if got == expected else f"expected {expected!r}, got {_safe_repr(got)}"
         return f"expected the string {expected!r}, got {describe_value(got)}"
+    if isinstance(expected, dict):
+        if not isinstance(got, dict):
+            return f"expected a dict with keys {_safe_repr(sorted(map(str, expected)))}, got {describe_value(got)}"
+        missing = [k for k in expected if k not in got]
+        extra = [k for k in got if k not in expected]
+        if missing or extra:
+            return f"expected the keys {_safe_repr(list(expected))}, got {_safe_repr(list(got))}"
+        for key in expected:
+            problem = describe_mismatch(got[key], expected[key], rtol, atol)
+            if problem is not None:
+                return f"key {key!r}: {problem}"
+        return None
     if type(got) is not type(expected) and not isinstance(got, type(expected)):
         return f"expected {describe_value(expected)}, got {describe_value(got)}"
     try:
