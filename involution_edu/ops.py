@@ -189,6 +189,12 @@ def _dummy(like: Tensor, shape) -> Tensor:
     return like.new_zeros(()).expand(*shape)
 
 
+def _channels_last_output(x: Tensor, backend: str) -> bool:
+    """The native backend keeps a channels-last ``x`` channels last (one rule, shared by the real
+    and the fake implementation, so compiled code sees the strides it was traced with)."""
+    return backend == "native" and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 def _run_forward(x: Tensor, kernels: Tensor, stride: int, padding: int, dilation: int, backend: str) -> Tensor:
     dtype = x.dtype
     out_h, out_w = kernels.shape[4], kernels.shape[5]
@@ -200,8 +206,9 @@ def _run_forward(x: Tensor, kernels: Tensor, stride: int, padding: int, dilation
         out = _native.native_forward(x32, k32, stride, padding, dilation, out_h, out_w)
     else:
         module = _needs_triton()
-        out = module.triton_forward(x, kernels, stride, padding, dilation, out_h, out_w).contiguous()
-    return out.to(dtype)
+        out = module.triton_forward(x, kernels, stride, padding, dilation, out_h, out_w)
+    layout = torch.channels_last if _channels_last_output(x, backend) else torch.contiguous_format
+    return out.to(dtype).contiguous(memory_format=layout)
 
 
 def _run_grad_x(grad_out, kernels, height, width, stride, padding, dilation, backend) -> Tensor:
@@ -247,7 +254,8 @@ def _run_grad_kernels(grad_out, x, groups, kernel_size, stride, padding, dilatio
 def involution_op(x: Tensor, kernels: Tensor, stride: int, padding: int, dilation: int, backend: str) -> Tensor:
     """``y = involution(x, kernels)``: ``x (B, C, H, W)``, ``kernels (B, G, K, K, H', W')`` -> ``(B, C, H', W')``.
 
-    The output is contiguous and has ``x``'s dtype (float16/bfloat16 accumulate in float32).
+    The output has ``x``'s dtype (float16/bfloat16 accumulate in float32) and is contiguous,
+    except with the native backend for a channels-last ``x``, where it is channels last too.
     Sizes are checked again here, so a traced graph replayed at other sizes raises ``ValueError``.
     """
     _check_backend(backend)
@@ -289,7 +297,9 @@ def involution_grad_kernels(
 
 @involution_op.register_fake
 def _(x, kernels, stride, padding, dilation, backend):
-    return x.new_empty(x.shape[0], x.shape[1], kernels.shape[4], kernels.shape[5])
+    layout = torch.channels_last if _channels_last_output(x, backend) else torch.contiguous_format
+    return torch.empty((x.shape[0], x.shape[1], kernels.shape[4], kernels.shape[5]), dtype=x.dtype, device=x.device,
+                       memory_format=layout)
 
 
 @involution_grad_x.register_fake

@@ -59,6 +59,17 @@ def test_opcheck_every_op(backend, params):
         assert all(result == "SUCCESS" for result in results.values()), (op, results)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_opcheck_with_channels_last_and_non_contiguous_inputs(backend):
+    x, kernels, (stride, padding, dilation) = _problem((2, 2, 2, 3, 2, 1, 7, 6), requires_grad=True)
+    x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    k_t = kernels.detach().transpose(4, 5).contiguous().transpose(4, 5).requires_grad_(True)
+    results = torch.library.opcheck(involution_op, (x_cl, k_t, stride, padding, dilation, backend))
+    assert all(result == "SUCCESS" for result in results.values()), results
+    out = involution_op(x_cl, k_t, stride, padding, dilation, backend)
+    assert out.is_contiguous(memory_format=torch.channels_last) == (backend == "native")
+
+
 def test_opcheck_rejects_a_wrong_fake_implementation():
     """opcheck is a real check: an op whose fake shape disagrees with its output fails it."""
 
