@@ -262,7 +262,8 @@ def make_student_notebook(notebook: nbformat.NotebookNode, name: str = "notebook
 
 _DETAILS = re.compile(r"<details>\s*<summary>(?P<summary>.*?)</summary>(?P<body>.*?)</details>", re.S | re.I)
 _QUESTION_KEY = re.compile(r"""QUESTIONS\[\s*(?P<quote>['"])(?P<key>[^'"]+)(?P=quote)\s*\]""")
-_QUESTIONS_IMPORT = re.compile(r"from\s+involution_edu\.exercises\.(?P<module>\w+)\s+import\s+[^\n]*\bQUESTIONS\b")
+_QUESTIONS_IMPORT = re.compile(
+    r"from\s+involution_edu\.exercises\.(?P<module>\w+)\s+import\s+(?:\([^)]*\bQUESTIONS\b[^)]*\)|[^\n(]*\bQUESTIONS\b)")
 
 
 def _hints_in(markdown: str) -> List[Tuple[str, str]]:
@@ -271,6 +272,16 @@ def _hints_in(markdown: str) -> List[Tuple[str, str]]:
 
 def _without_hints(markdown: str) -> str:
     return _DETAILS.sub("", markdown).strip()
+
+
+def _demoted(markdown: str) -> str:
+    """The prompt's headings two levels down, below the key's own ``##`` headings (not inside code fences)."""
+    lines, fenced = [], False
+    for line in markdown.split("\n"):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        lines.append("##" + line if not fenced and re.match(r"#{1,4}\s", line) else line)
+    return "\n".join(lines)
 
 
 def _region_text(source: str, begin: int, end: int) -> str:
@@ -325,7 +336,7 @@ def _previous_prompt(cells: List[nbformat.NotebookNode], index: int) -> str:
             return ""
         text = _without_hints(cells[j].source)
         if text:
-            return text
+            return _demoted(text)
     return ""
 
 

@@ -575,3 +575,25 @@ def test_course_student_copy_runs_and_every_checker_says_not_attempted(course_co
         assert "not answered yet" in text, f"{name} cell {index}: check_answer printed {text!r}"
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+
+
+def test_answer_key_explains_questions_from_the_notebooks_questions_dict(monkeypatch):
+    import types
+
+    from involution_edu.exercises.framework import Question
+
+    fake = types.ModuleType("involution_edu.exercises.fake_for_test")
+    fake.QUESTIONS = {"which": Question("Which?", answer="b", explanation="b because it is right",
+                                        choices={"a": "first", "b": "second"}, wrong={"a": "a is the trap"})}
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    nb = make_notebook()
+    nb.cells.append(nbformat.v4.new_markdown_cell("## 3. A section heading\n\n**Question 2.** Which one? (a) or (b)"))
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "from involution_edu.exercises.fake_for_test import (\n    QUESTIONS,\n)\n"
+        f"answer_q2 = None\n{BEGIN_ANSWER_MARKER}\nanswer_q2 = \"b\"\n{END_ANSWER_MARKER}\n"
+        "check_answer(QUESTIONS[\"which\"], answer_q2)"))
+    text, items = answer_key_markdown(nb, "01_tiny.ipynb")
+    assert items == 4
+    for needle in ("answer_q2 = \"b\"", "b because it is right", "a is the trap", "second", "#### 3. A section heading"):
+        assert needle in text, needle
+    assert "\n## 3. A section heading" not in text  # prompt headings sit below the key's own
