@@ -38,7 +38,7 @@ import os
 import sys
 import types
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -292,7 +292,7 @@ def _array_from(got: Any, expected: np.ndarray) -> Tuple[Optional[np.ndarray], O
     dtype = _dtype_name(got)
     if isinstance(got, (str, bytes)):
         return None, f"{want}, got {describe_value(got)}", ""
-    if isinstance(got, (types.GeneratorType, Iterable.__class__)) and isinstance(got, types.GeneratorType):
+    if isinstance(got, types.GeneratorType):
         return None, f"{want}, got {describe_value(got)}", ""
     try:
         converted = to_numpy(got)
