@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PIP_EXTRA ?=
 
-.PHONY: setup lab test student notebooks bench bench-suite clean-venv
+.PHONY: setup lab test student answer-key notebooks bench bench-suite clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: setup
 
 student: setup
 	$(BIN)/python -m involution_edu.student notebooks student_notebooks
+
+# Student copies plus one Markdown answer key per notebook (solutions, hints, answers) for instructors.
+answer-key: setup
+	$(BIN)/python -m involution_edu.student notebooks student_notebooks --answer-key answer_key
 
 # Re-execute every notebook in place (after editing one), printing how long each took.
 notebooks: setup
