@@ -10,10 +10,8 @@ from checker_harness import assert_accepts, assert_never_raises, assert_rejects
 
 import involution_edu.functional
 from involution_edu import involution_unfold
-from involution_edu.exercises.framework import check_answer
 from involution_edu.exercises.loops import _variant
 from involution_edu.exercises.vectorize import (
-    QUESTIONS,
     check_expose_bug,
     check_involution_unfold,
     check_unfold_total_bytes,
@@ -231,21 +229,5 @@ def test_rednet50_unfold_total_includes_the_stem():
 
 
 # ------------------------------------------------------------------------------------ questions
-@pytest.mark.parametrize("key", sorted(QUESTIONS))
-def test_questions_accept_the_answer(key, capsys):
-    assert check_answer(QUESTIONS[key], QUESTIONS[key].answer) is True
-    assert "✓" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("key, choice", [(key, choice) for key, q in sorted(QUESTIONS.items()) for choice in q.wrong])
-def test_questions_explain_every_wrong_choice(key, choice, capsys):
-    question = QUESTIONS[key]
-    assert check_answer(question, choice) is False
-    assert question.wrong[choice][:40] in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("key, value", [(key, value) for key, q in sorted(QUESTIONS.items()) for value, _ in q.mistakes])
-def test_numeric_questions_name_the_mistakes(key, value, capsys):
-    question = QUESTIONS[key]
-    assert check_answer(question, value) is False
-    assert dict(question.mistakes)[value][:40] in capsys.readouterr().out
