@@ -15,7 +15,14 @@ from involution_edu import Involution, involution
 from involution_edu.functional import resolve_backend, set_default_backend
 from strategies import single_thread  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+# These tests exercise torch.jit.trace and the legacy ONNX exporter on purpose (users still call them);
+# torch 2.13 marks both as deprecated, which is not this project's warning to act on.
+TORCH_DEPRECATIONS = [
+    pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning"),
+]
+pytestmark = [pytest.mark.usefixtures("single_thread"), *TORCH_DEPRECATIONS]
 
 
 def _fresh():

@@ -19,7 +19,14 @@ from involution_edu.functional import available_backends
 from involution_edu.ops import involution_grad_kernels, involution_grad_x, involution_op
 from strategies import make_case, single_thread  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+# These tests exercise torch.jit.trace and the legacy ONNX exporter on purpose (users still call them);
+# torch 2.13 marks both as deprecated, which is not this project's warning to act on.
+TORCH_DEPRECATIONS = [
+    pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning"),
+]
+pytestmark = [pytest.mark.usefixtures("single_thread"), *TORCH_DEPRECATIONS]
 
 BACKENDS = [name for name in available_backends() if name != "triton"]  # triton: in a subprocess below
 
