@@ -44,7 +44,7 @@ def test_every_notebook_asks_questions(module_name):
 
 @pytest.mark.parametrize("module_name, key, question", QUESTIONS, ids=IDS)
 def test_the_answer_is_accepted_with_its_explanation(module_name, key, question, capsys):
-    assert check_answer(question, question.answer) is True
+    assert bool(check_answer(question, question.answer)) is True
     out = capsys.readouterr().out
     assert "✓" in out
     assert question.explanation[:30] in out
@@ -57,14 +57,14 @@ def test_every_wrong_choice_and_named_mistake_is_explained(module_name, key, que
     wrong_answers = list(question.wrong.items()) + list(question.mistakes)
     assert wrong_answers, f"{module_name}:{key} names no wrong answer"
     for answer, explanation in wrong_answers:
-        assert check_answer(question, answer) is False
+        assert bool(check_answer(question, answer)) is False
         assert explanation[:40] in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("module_name, key, question", QUESTIONS, ids=IDS)
 @pytest.mark.parametrize("unanswered", [None, ...])
 def test_an_unanswered_question_says_so(module_name, key, question, unanswered, capsys):
-    assert check_answer(question, unanswered) is False
+    assert bool(check_answer(question, unanswered)) is False
     assert "not answered yet" in capsys.readouterr().out
 
 
@@ -74,6 +74,6 @@ ODD_CASES = [(m, k, q, odd) for m, k, q in QUESTIONS for odd in ODD_ANSWERS if n
 
 @pytest.mark.parametrize("module_name, key, question, odd", ODD_CASES)
 def test_answers_of_the_wrong_kind_get_a_verdict(module_name, key, question, odd, capsys):
-    assert check_answer(question, odd) is False
+    assert bool(check_answer(question, odd)) is False
     out = capsys.readouterr().out.strip()
     assert out.startswith("✗") or out.startswith("…"), out
