@@ -98,7 +98,7 @@ def assert_never_raises(checker: Callable[[Any], bool],
                 raise AssertionError(f"{getattr(checker, '__name__', checker)} raised {type(error).__name__}: "
                                      f"{error} on the odd return {label!r}") from error
         out = buffer.getvalue()
-        assert result is False, f"{getattr(checker, '__name__', checker)} accepted the odd return {label!r}:\n{out}"
+        assert bool(result) is False, f"{getattr(checker, '__name__', checker)} accepted the odd return {label!r}:\n{out}"
         verdicts = _verdict_lines(out)
         assert verdicts, f"no verdict printed for the odd return {label!r}:\n{out}"
         assert any(line.startswith(("✗", "…")) for line in verdicts), out
@@ -110,7 +110,7 @@ def assert_rejects(checker: Callable[[Any], bool], candidate: Any, capsys, *need
     capsys.readouterr()
     result = checker(candidate)
     out = capsys.readouterr().out
-    assert result is False, f"accepted a wrong answer:\n{out}"
+    assert bool(result) is False, f"accepted a wrong answer:\n{out}"
     assert _verdict_lines(out), f"no verdict line:\n{out}"
     for needle in needles:
         assert needle in out, f"{needle!r} not in the verdict:\n{out}"
@@ -122,6 +122,6 @@ def assert_accepts(checker: Callable[[Any], bool], candidate: Any, capsys) -> st
     capsys.readouterr()
     result = checker(candidate)
     out = capsys.readouterr().out
-    assert result is True, f"rejected the solution:\n{out}"
+    assert bool(result) is True, f"rejected the solution:\n{out}"
     assert "✓" in out and "✗" not in out, out
     return out

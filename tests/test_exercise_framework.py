@@ -17,19 +17,19 @@ def double(a):
 
 
 def test_correct_answer_passes_and_says_how_many_cases(capsys):
-    assert run_cases("double", double, CASES) is True
+    assert bool(run_cases("double", double, CASES)) is True
     assert "all 2 cases pass" in capsys.readouterr().out
 
 
 def test_torch_answers_are_accepted():
-    assert run_cases("double", lambda a: 2 * torch.from_numpy(a), CASES) is True
+    assert bool(run_cases("double", lambda a: 2 * torch.from_numpy(a), CASES)) is True
 
 
 def test_not_attempted(capsys):
     def stub(a):
         raise NotImplementedError("write me")
 
-    assert run_cases("double", stub, CASES) is False
+    assert bool(run_cases("double", stub, CASES)) is False
     assert "not attempted" in capsys.readouterr().out
 
 
@@ -37,35 +37,35 @@ def test_exception_reported_with_type_message_and_case_without_traceback(capsys)
     def broken(a):
         return a @ np.ones((7, 7))
 
-    assert run_cases("double", broken, CASES) is False
+    assert bool(run_cases("double", broken, CASES)) is False
     out = capsys.readouterr().out
     assert "ValueError" in out and "'small'" in out and "Traceback" not in out
 
 
 def test_wrong_shape_names_expected_and_got(capsys):
-    assert run_cases("double", lambda a: 2 * a[:1], CASES) is False
+    assert bool(run_cases("double", lambda a: 2 * a[:1], CASES)) is False
     out = capsys.readouterr().out
     assert "wrong shape" in out and "(2, 3)" in out and "(1, 3)" in out
 
 
 def test_wrong_values_give_first_index_expected_got_and_why(capsys):
-    assert run_cases("double", lambda a: 2 * a + (a > 4), CASES) is False
+    assert bool(run_cases("double", lambda a: 2 * a + (a > 4), CASES)) is False
     out = capsys.readouterr().out
     assert "index (1, 2)" in out and "expected 10" in out and "got 11" in out and "doubling" in out
 
 
 def test_second_case_failure_is_named(capsys):
-    assert run_cases("double", lambda a: 2 * np.abs(a), CASES) is False
+    assert bool(run_cases("double", lambda a: 2 * np.abs(a), CASES)) is False
     assert "case 2/2 'negative'" in capsys.readouterr().out
 
 
 def test_non_callable_is_refused_without_raising(capsys):
-    assert run_cases("double", 42, CASES) is False
+    assert bool(run_cases("double", 42, CASES)) is False
     assert "expected a function" in capsys.readouterr().out
 
 
 def test_none_returned_is_reported(capsys):
-    assert run_cases("double", lambda a: None, CASES) is False
+    assert bool(run_cases("double", lambda a: None, CASES)) is False
     assert "forget to `return`" in capsys.readouterr().out
 
 
@@ -91,10 +91,10 @@ def test_describe_mismatch_accepts_equal_values(got, expected):
 
 
 def test_compare_prints_exact_approx_and_max_diff(capsys):
-    assert compare("tiny", np.ones(3) + 1e-12, np.ones(3)) is True
+    assert bool(compare("tiny", np.ones(3) + 1e-12, np.ones(3))) is True
     out = capsys.readouterr().out
     assert "exact: False" in out and "approx: True" in out and "max diff" in out
-    assert compare("shape", np.ones(3), np.ones(4)) is False
+    assert bool(compare("shape", np.ones(3), np.ones(4))) is False
     assert "shapes differ" in capsys.readouterr().out
 
 
@@ -124,16 +124,16 @@ def test_every_notebook_exercise_has_an_exported_checker():
 @pytest.mark.parametrize("name", ALL_CHECKERS)
 def test_checker_never_raises_on_a_broken_answer(name, capsys):
     checker = getattr(exercises, name)
-    assert checker(_stub) is False
+    assert bool(checker(_stub)) is False
     out = capsys.readouterr().out
     refused_kind = out.startswith("✗") and "expected" in out  # a checker of e.g. @triton.jit kernels
     assert "not attempted" in out or refused_kind, out
-    assert checker(_crash) is False
+    assert bool(checker(_crash)) is False
     out = capsys.readouterr().out
     assert ("KeyError" in out or refused_kind) and "Traceback" not in out
-    assert checker(_forgot_return) is False
+    assert bool(checker(_forgot_return)) is False
     assert "✗" in capsys.readouterr().out
-    assert checker("not a function") is False
+    assert bool(checker("not a function")) is False
     out = capsys.readouterr().out
     assert "expected a" in out or "'str' object is not callable" in out
 
@@ -279,7 +279,7 @@ def test_guard_catches_the_shortcut(how, capsys):
     assert find_shortcuts(candidate, [F.conv2d]), how
     ok = run_cases("conv", candidate, CONV_CASES, forbidden=[F.conv2d], what="the convolution")
     out = capsys.readouterr().out
-    assert ok is False
+    assert bool(ok) is False
     assert "this exercise asks you to write the convolution yourself; your function calls" in out
     assert "conv2d" in out
 
@@ -440,13 +440,13 @@ def _conditional_raise(a):
 
 
 def test_raise_above_code_tells_the_learner_to_delete_it(capsys):
-    assert run_cases("double", _started_below_the_raise, CASES) is False
+    assert bool(run_cases("double", _started_below_the_raise, CASES)) is False
     out = capsys.readouterr().out
     assert "Delete that line" in out and "raise NotImplementedError" in out
 
 
 def test_plain_stub_is_not_attempted(capsys):
-    assert run_cases("double", _stub, CASES) is False
+    assert bool(run_cases("double", _stub, CASES)) is False
     out = capsys.readouterr().out
     assert "not attempted" in out and "Delete" not in out
 
@@ -467,44 +467,44 @@ NUMERIC = Question("How many weights does a 3x3 conv from 64 to 64 channels have
 
 
 def test_multiple_choice_right_and_wrong(capsys):
-    assert check_answer(CHOICE, "b") is True
+    assert bool(check_answer(CHOICE, "b")) is True
     assert "✓" in capsys.readouterr().out
     for given in ["B", " (b) ", "a 3x3 neighbourhood"]:
-        assert check_answer(CHOICE, given) is True
+        assert bool(check_answer(CHOICE, given)) is True
     capsys.readouterr()
-    assert check_answer(CHOICE, "d") is False
+    assert bool(check_answer(CHOICE, "d")) is False
     out = capsys.readouterr().out
     assert "✗" in out and "involution is local" in out and "3x3 neighbourhood: every window" not in out
 
 
 @pytest.mark.parametrize("given", [None, ...])
 def test_not_answered_yet(given, capsys):
-    assert check_answer(CHOICE, given) is False
+    assert bool(check_answer(CHOICE, given)) is False
     assert "not answered yet" in capsys.readouterr().out
-    assert check_answer(NUMERIC, given) is False
+    assert bool(check_answer(NUMERIC, given)) is False
     assert "not answered yet" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("given", ["e", 2, ["a", "b"], 3.5, object(), True, torch.ones(2)])
 def test_odd_choice_answers_are_refused_without_raising(given, capsys):
-    assert check_answer(CHOICE, given) is False
+    assert bool(check_answer(CHOICE, given)) is False
     assert capsys.readouterr().out.startswith("✗")
 
 
 def test_numeric_right_mistake_and_wrong(capsys):
-    assert check_answer(NUMERIC, 36864) is True
-    assert check_answer(NUMERIC, 36864.0) is True
-    assert check_answer(NUMERIC, torch.tensor(36864)) is True
+    assert bool(check_answer(NUMERIC, 36864)) is True
+    assert bool(check_answer(NUMERIC, 36864.0)) is True
+    assert bool(check_answer(NUMERIC, torch.tensor(36864))) is True
     capsys.readouterr()
-    assert check_answer(NUMERIC, 36928) is False
+    assert bool(check_answer(NUMERIC, 36928)) is False
     assert "counts the bias" in capsys.readouterr().out
-    assert check_answer(NUMERIC, 1234) is False
+    assert bool(check_answer(NUMERIC, 1234)) is False
     assert "not it" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("given", ["36864", [36864], float("nan"), 10**400, -5, True, object(), 1j, "b"])
 def test_odd_numeric_answers_are_refused_without_raising(given, capsys):
-    assert check_answer(NUMERIC, given) is False
+    assert bool(check_answer(NUMERIC, given)) is False
     out = capsys.readouterr().out
     assert out.startswith("✗")
     if given == "36864":
@@ -512,7 +512,7 @@ def test_odd_numeric_answers_are_refused_without_raising(given, capsys):
 
 
 def test_check_answer_never_raises_on_a_non_question(capsys):
-    assert check_answer("not a question", "a") is False
+    assert bool(check_answer("not a question", "a")) is False
     assert "✗" in capsys.readouterr().out
 
 
@@ -564,7 +564,7 @@ def test_not_implemented_from_a_library_op_is_an_error_not_a_stub(capsys):
     def on_meta(x, w):
         return F.conv2d(x.to("meta"), w.to("meta")).cpu()  # torch cannot copy a meta tensor: it raises
 
-    assert run_cases("conv", on_meta, CONV_CASES) is False
+    assert bool(run_cases("conv", on_meta, CONV_CASES)) is False
     out = capsys.readouterr().out
     assert "raised NotImplementedError" in out and "not attempted" not in out
 
@@ -590,5 +590,81 @@ def test_dicts_are_compared_key_by_key():
 
 def test_compare_never_raises_on_odd_values(capsys):
     for _, factory in ODD_RETURNS:
-        assert compare("odd", factory(), np.full((2, 3, 4, 4), 1 / 3)) is False
+        assert bool(compare("odd", factory(), np.full((2, 3, 4, 4), 1 / 3))) is False
     assert "Traceback" not in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------
+# The Verdict: truthy for scripts, silent in a notebook, raising under grading
+# ----------------------------------------------------------------------------------------------
+from involution_edu.exercises.framework import Verdict  # noqa: E402
+
+
+def test_verdict_is_truthy_iff_passed_and_keeps_the_message(capsys):
+    passed = run_cases("double", double, CASES)
+    failed = run_cases("double", lambda a: a, CASES)
+    assert isinstance(passed, Verdict) and isinstance(failed, Verdict)
+    assert passed and not failed
+    assert passed.passed is True and failed.passed is False
+    assert "all 2 cases pass" in passed.message and failed.message.startswith("✗ double: case 1/2")
+    assert passed == True and failed == False  # noqa: E712 - scripts that compare with a bool
+    assert repr(failed) == "<Verdict failed>"
+    verdict = check_answer(NUMERIC, 36864)
+    assert isinstance(verdict, Verdict) and verdict and "64 * 64 * 9" in verdict.message
+
+
+def test_a_checker_cell_in_a_jupyter_kernel_stores_only_the_printed_verdict():
+    """A cell ending in a checker call: a stream output, and no execute_result (no bare True/False)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from ipykernel.inprocess.manager import InProcessKernelManager
+
+    assert InteractiveShell.instance().display_formatter.format(Verdict(False, "x")) == ({}, {})
+    InteractiveShell.clear_instance()
+    manager = InProcessKernelManager()
+    manager.start_kernel()
+    client = manager.client()
+    client.start_channels()
+    try:
+        def run(code):
+            client.execute(code)
+            messages = []
+            while True:
+                try:
+                    message = client.get_iopub_msg(timeout=0.2)
+                except Exception:  # queue.Empty: the cell has finished
+                    return messages
+                messages.append((message["msg_type"], message["content"]))
+
+        setup = ("from involution_edu.exercises.framework import Case, run_cases\n"
+                 "import numpy as np\ncases = [Case('one', (np.ones(2),), 2 * np.ones(2))]")
+        assert not [m for m in run(setup) if m[0] == "error"]
+        for code, mark in [("run_cases('double', lambda a: a, cases)", "✗ double"),
+                           ("run_cases('double', lambda a: 2 * a, cases)", "✓ double")]:
+            messages = run(code)
+            kinds = [kind for kind, _ in messages]
+            assert "execute_result" not in kinds and "error" not in kinds, messages
+            text = "".join(content.get("text", "") for kind, content in messages if kind == "stream")
+            assert mark in text and "Verdict" not in text and "True" not in text and "False" not in text, text
+        assert any(kind == "execute_result" for kind, _ in run("1 + 1"))  # the probe sees results at all
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel()
+
+
+@pytest.mark.parametrize("env", [("NBGRADER_EXECUTION", "autograde"), ("NBGRADER_EXECUTION", "validate"),
+                                 ("INVOLUTION_EDU_RAISE_ON_FAIL", "1")])
+def test_under_grading_a_failure_raises_after_printing(env, monkeypatch, capsys):
+    monkeypatch.setenv(*env)
+    with pytest.raises(AssertionError, match="case 1/2"):
+        run_cases("double", lambda a: a, CASES)
+    assert "✗ double: case 1/2" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="not it"):
+        check_answer(NUMERIC, 1234)
+    assert "✗ 1234 is not it" in capsys.readouterr().out
+    assert run_cases("double", double, CASES) and check_answer(NUMERIC, 36864)  # a pass never raises
+
+
+def test_outside_grading_a_failure_does_not_raise(monkeypatch):
+    monkeypatch.setenv("NBGRADER_EXECUTION", "")
+    monkeypatch.delenv("INVOLUTION_EDU_RAISE_ON_FAIL", raising=False)
+    assert not run_cases("double", lambda a: a, CASES)

@@ -44,6 +44,7 @@ import numpy as np
 
 __all__ = [
     "Case",
+    "Verdict",
     "Question",
     "check_answer",
     "compare",
@@ -81,6 +82,74 @@ class Case:
     rtol: float = 1e-6
     atol: float = 1e-8
     mistakes: List[Tuple[Any, str]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# The verdict
+# --------------------------------------------------------------------------------------------
+
+def grading() -> bool:
+    """True under nbgrader's autograde/validate, or with ``INVOLUTION_EDU_RAISE_ON_FAIL=1``."""
+    if os.environ.get("NBGRADER_EXECUTION", "").strip().lower() in ("autograde", "validate"):
+        return True
+    return os.environ.get("INVOLUTION_EDU_RAISE_ON_FAIL", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class Verdict:
+    """The result of a checker: truthy iff the answer passed.
+
+    ``passed`` is a bool and ``message`` the text the checker printed. In a notebook a checker
+    cell shows only that printed text: :meth:`_ipython_display_` displays nothing, so the cell's
+    last value adds no ``True``/``False`` line. In a script, ``if check_x(f): ...`` works.
+    Compared with a bool (``verdict == True``) it compares :attr:`passed`.
+    """
+
+    __slots__ = ("passed", "message")
+
+    def __init__(self, passed: bool, message: str = "") -> None:
+        self.passed = bool(passed)
+        self.message = str(message)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, Verdict):
+            return self.passed == other.passed
+        if isinstance(other, (bool, np.bool_)):
+            return self.passed == bool(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.passed)
+
+    def __repr__(self) -> str:
+        return f"<Verdict {'passed' if self.passed else 'failed'}>"
+
+    def _ipython_display_(self) -> None:  # the verdict is already printed; show nothing more
+        return None
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython terminal: nothing either
+        return None
+
+
+def _finish(passed: bool, lines: Sequence[str]) -> Verdict:
+    """The Verdict for printed ``lines``; under grading a failure raises AssertionError (already printed)."""
+    verdict = Verdict(passed, "\n".join(lines))
+    if not verdict.passed and grading():
+        raise AssertionError(verdict.message or "the checker refused this answer")
+    return verdict
+
+
+class _Say:
+    """Prints the checker's lines and keeps them for the Verdict's message."""
+
+    def __init__(self) -> None:
+        self.lines: List[str] = []
+
+    def __call__(self, text: str) -> None:
+        self.lines.append(text)
+        print(text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -932,7 +1001,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def run_cases(title: str, candidate: Callable[..., Any], cases: Sequence[Case], *, forbidden: Sequence[Any] = (),
-              what: str = "", verbose: bool = False) -> bool:
+              what: str = "", verbose: bool = False) -> "Verdict":
     """Run ``candidate`` on every case and print one verdict. Returns ``True`` iff all pass.
 
     Args:
@@ -949,54 +1018,60 @@ def run_cases(title: str, candidate: Callable[..., Any], cases: Sequence[Case], 
     names the case and the mistake (when a :attr:`Case.mistakes` entry matches) or why the
     case matters. Never raises because of the learner's answer.
     """
+    say = _Say()
     try:
         if not callable(candidate):
-            print(f"✗ {title}: expected a function, got {describe_value(candidate)}")
-            return False
+            say(f"✗ {title}: expected a function, got {describe_value(candidate)}")
+            return _finish(False, say.lines)
         if forbidden:
             hits = find_shortcuts(candidate, forbidden)
             if hits:
-                print(f"✗ {title}: this exercise asks you to write {what or 'this computation'} yourself; "
+                say(f"✗ {title}: this exercise asks you to write {what or 'this computation'} yourself; "
                       f"your function calls {', '.join(hits)}.")
-                return False
+                return _finish(False, say.lines)
         for number, case in enumerate(cases, start=1):
             label = f"case {number}/{len(cases)} '{case.name}'"
             try:
                 got = candidate(*case.args, **case.kwargs)
             except NotImplementedError as error:
                 if not _is_stub_raise(error):  # raised by a library call, e.g. an op without a meta kernel
-                    print(f"✗ {title}: {label} raised NotImplementedError: {_first_line(error)}")
+                    say(f"✗ {title}: {label} raised NotImplementedError: {_first_line(error)}")
                     if case.why:
-                        print(f"  this case checks: {case.why}")
-                    return False
+                        say(f"  this case checks: {case.why}")
+                    return _finish(False, say.lines)
                 if _raise_above_code(candidate):
-                    print(f"… {title}: your code never runs: the `raise NotImplementedError` line sits above it. "
+                    say(f"… {title}: your code never runs: the `raise NotImplementedError` line sits above it. "
                           "Delete that line and run this cell again.")
                 else:
-                    print(f"… {title}: not attempted yet (the function raises NotImplementedError). "
+                    say(f"… {title}: not attempted yet (the function raises NotImplementedError). "
                           "Write your solution and run this cell again.")
-                return False
+                return _finish(False, say.lines)
             except Exception as error:  # the learner's bug, reported without a traceback
-                print(f"✗ {title}: {label} raised {type(error).__name__}: {_first_line(error)}")
+                say(f"✗ {title}: {label} raised {type(error).__name__}: {_first_line(error)}")
                 if case.why:
-                    print(f"  this case checks: {case.why}")
-                return False
+                    say(f"  this case checks: {case.why}")
+                return _finish(False, say.lines)
             problem = describe_mismatch(got, case.expected, case.rtol, case.atol)
             if problem is not None:
-                print(f"✗ {title}: {label}: {problem}")
+                say(f"✗ {title}: {label}: {problem}")
                 mistake = _matched_mistake(got, case)
                 if mistake:
-                    print(f"  likely mistake: {mistake}")
+                    say(f"  likely mistake: {mistake}")
                 elif case.why:
-                    print(f"  this case checks: {case.why}")
-                return False
+                    say(f"  this case checks: {case.why}")
+                return _finish(False, say.lines)
             if verbose:
-                print(f"  ✓ {label}")
-        print(f"✓ {title}: all {len(cases)} cases pass.")
-        return True
+                say(f"  ✓ {label}")
+        say(f"✓ {title}: all {len(cases)} cases pass.")
+        return _finish(True, say.lines)
+    except AssertionError:
+        if grading():
+            raise
+        say(f"✗ {title}: the checker could not judge this answer")
+        return _finish(False, say.lines)
     except Exception as error:  # a bug in a checker must not break the learner's notebook
-        print(f"✗ {title}: the checker could not judge this answer ({type(error).__name__}: {_first_line(error)})")
-        return False
+        say(f"✗ {title}: the checker could not judge this answer ({type(error).__name__}: {_first_line(error)})")
+        return _finish(False, say.lines)
 
 
 def compare(label: str, got: Any, expected: Any, rtol: float = 1e-6, atol: float = 1e-8) -> bool:
@@ -1084,11 +1159,11 @@ def _normalise_choice(answer: str) -> str:
     return answer.strip().strip("()[].:'\" ").strip().lower()
 
 
-def _check_choice(question: Question, answer: Any) -> bool:
+def _check_choice(question: Question, answer: Any, say: Callable[[str], None] = print) -> bool:
     keys = list(question.choices)
     options = ", ".join(repr(k) for k in keys)
     if not isinstance(answer, str):
-        print(f"✗ expected one of {options} (a string), got {describe_value(answer)}")
+        say(f"✗ expected one of {options} (a string), got {describe_value(answer)}")
         return False
     picked = _normalise_choice(answer)
     by_key = {str(k).lower(): k for k in keys}
@@ -1097,52 +1172,60 @@ def _check_choice(question: Question, answer: Any) -> bool:
         by_text = {str(text).strip().lower(): k for k, text in question.choices.items()}
         key = by_text.get(answer.strip().lower())
     if key is None:
-        print(f"✗ {_safe_repr(answer, 30)} is not one of the choices {options}")
+        say(f"✗ {_safe_repr(answer, 30)} is not one of the choices {options}")
         return False
     if key == question.answer:
-        print(f"✓ Right ({key}). {question.explanation}")
+        say(f"✓ Right ({key}). {question.explanation}")
         return True
-    print(f"✗ Not ({key}): {question.wrong.get(key, 'think again')}")
+    say(f"✗ Not ({key}): {question.wrong.get(key, 'think again')}")
     return False
 
 
-def _check_number(question: Question, answer: Any) -> bool:
+def _check_number(question: Question, answer: Any, say: Callable[[str], None] = print) -> bool:
     number, problem = _as_number(answer)
     if problem is not None:
-        print(f"✗ {problem}")
+        say(f"✗ {problem}")
         return False
     if _numbers_close(number, question.answer, question.rtol, 0.0 if question.answer else 1e-12):
-        print(f"✓ Right ({_fmt(number)}). {question.explanation}")
+        say(f"✓ Right ({_fmt(number)}). {question.explanation}")
         return True
     for value, message in question.mistakes:
         try:
             if _numbers_close(number, value, question.rtol, 0.0 if value else 1e-12):
-                print(f"✗ {_fmt(number)} is not it: {message}")
+                say(f"✗ {_fmt(number)} is not it: {message}")
                 return False
         except Exception:
             continue
-    print(f"✗ {_fmt(number)} is not it. Check your reasoning and try again.")
+    say(f"✗ {_fmt(number)} is not it. Check your reasoning and try again.")
     return False
 
 
-def check_answer(question: Question, answer: Any) -> bool:
+def check_answer(question: Question, answer: Any) -> Verdict:
     """Print a verdict on the learner's ``answer`` to ``question``; ``True`` iff it is right.
 
     ``None`` or ``...`` -> "not answered yet". A right answer prints ✓ and the explanation;
     a wrong choice prints ✗ and the explanation of that choice; a wrong number names the
-    mistake when it matches one. Never raises (strings for numbers, unknown keys, lists, ...).
+    mistake when it matches one. Never raises (strings for numbers, unknown keys, lists, ...),
+    except under grading (see :func:`grading`), where a wrong answer raises AssertionError after
+    the verdict is printed. Returns a :class:`Verdict`.
     """
+    say = _Say()
     try:
-        if not isinstance(question, Question):
-            print(f"✗ check_answer needs a Question, got {describe_value(question)}")
-            return False
-        if answer is None or answer is Ellipsis:
-            hint = f"one of {', '.join(repr(k) for k in question.choices)}" if question.choices else "a number"
-            print(f"… not answered yet: replace None with your answer ({hint}) and run this cell again.")
-            return False
-        if question.choices:
-            return _check_choice(question, answer)
-        return _check_number(question, answer)
+        passed = _judge_answer(question, answer, say)
     except Exception as error:
-        print(f"✗ could not judge this answer ({type(error).__name__})")
+        say(f"✗ could not judge this answer ({type(error).__name__})")
+        passed = False
+    return _finish(passed, say.lines)
+
+
+def _judge_answer(question: Any, answer: Any, say: Callable[[str], None]) -> bool:
+    if not isinstance(question, Question):
+        say(f"✗ check_answer needs a Question, got {describe_value(question)}")
         return False
+    if answer is None or answer is Ellipsis:
+        hint = f"one of {', '.join(repr(k) for k in question.choices)}" if question.choices else "a number"
+        say(f"… not answered yet: replace None with your answer ({hint}) and run this cell again.")
+        return False
+    if question.choices:
+        return _check_choice(question, answer, say)
+    return _check_number(question, answer, say)
