@@ -21,6 +21,7 @@ Layers, bottom to top (imports only flow downwards)::
 """
 
 from .functional import involution, involution_unfold
+from .fuse import fuse_for_inference
 from .module import Involution
 from .rednet import rednet26, rednet38, rednet50, rednet101, rednet152
 from .reference import involution_loops, involution_numpy
@@ -28,6 +29,7 @@ from .shapes import output_size
 
 __all__ = [
     "Involution",
+    "fuse_for_inference",
     "involution",
     "involution_unfold",
     "involution_loops",
