@@ -9,13 +9,13 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PIP_EXTRA ?=
 
-.PHONY: setup lab test student answer-key notebooks bench bench-suite clean-venv
+.PHONY: setup lab test student answer-key notebooks site bench bench-suite clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[test,triton]"
+	$(BIN)/python -m pip install --quiet -e ".[test,triton,site]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -39,6 +39,11 @@ answer-key: setup
 # Re-execute every notebook in place (after editing one), printing how long each took.
 notebooks: setup
 	$(BIN)/python tools/execute_notebooks.py
+
+# The course website: a static HTML book of the notebooks from their stored outputs (no re-execution),
+# exercises and questions shown as stubs, into _build/site/html (open index.html).
+site: setup
+	$(BIN)/python tools/build_site.py
 
 bench: setup
 	$(BIN)/python -m involution_edu.bench
