@@ -43,6 +43,7 @@ __all__ = [
     "rednet152",
     "load_checkpoint",
     "CheckpointMismatchError",
+    "CheckpointFileError",
     "STAGE_BLOCKS",
 ]
 
@@ -132,6 +133,53 @@ class CheckpointMismatchError(RuntimeError):
     """A checkpoint whose keys or shapes do not match the model; the message lists them."""
 
 
+class CheckpointFileError(ValueError):
+    """A checkpoint file that cannot be read: empty, truncated, or not written by ``torch.save``.
+
+    The message names the file, its size and what went wrong (the reader's own error is
+    chained as ``__cause__``).
+    """
+
+
+def _check_load_arguments(model: Any, path: Any) -> str:
+    """``path`` as a string, after checking the types of ``model`` and ``path``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model must be a torch.nn.Module (e.g. rednet50()), got {type(model).__name__} {model!r:.60}; "
+            f"the argument order is load_checkpoint(model, path)"
+        )
+    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__} {path!r:.60}")
+    return os.fspath(path)
+
+
+def _read_checkpoint(path: str) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with errors that name the file.
+
+    A missing file, a directory or a permission problem keep their ``OSError`` (which names
+    the file); an empty, truncated or foreign file raises :class:`CheckpointFileError`.
+    """
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise CheckpointFileError(f"checkpoint file {path} is empty (0 bytes): it was not written completely, or not at all")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as error:  # truncated zip, not a torch.save file, pickled objects other than tensors
+        size = os.path.getsize(path) if os.path.isfile(path) else None
+        text = str(error).split("\n")[0].strip()
+        if isinstance(error, (OSError, EOFError)) or "central directory" in text:
+            # a seek past the end (OSError EINVAL), or miniz finding no zip directory at the end
+            reason = "the file ends early (its zip archive has no complete central directory)"
+        else:
+            reason = f"{type(error).__name__}: {text or 'no message'}"
+        raise CheckpointFileError(
+            f"checkpoint file {path} ({size} bytes) cannot be read by torch.load: {reason[:300]}. "
+            f"It may be truncated (an interrupted download or save: compare its size with the original) "
+            f"or not a file written by torch.save"
+        ) from error
+
+
 def _extract_state_dict(checkpoint: Any, path: str) -> Mapping[str, torch.Tensor]:
     if isinstance(checkpoint, Mapping) and "state_dict" in checkpoint and isinstance(checkpoint["state_dict"], Mapping):
         checkpoint = checkpoint["state_dict"]  # mmcls: {"meta": ..., "state_dict": ...}
@@ -166,13 +214,18 @@ def load_checkpoint(
             ``DataParallel`` wrapper (``model.module.state_dict()`` would not have it).
 
     Raises:
+        TypeError: ``model`` is not an ``nn.Module`` or ``path`` is not a str / ``os.PathLike``.
+        FileNotFoundError: there is no file at ``path``.
+        CheckpointFileError: the file is empty, truncated or not written by ``torch.save``
+            (the message names the file and its size).
         CheckpointMismatchError: the keys differ (the message lists the missing and the
             unexpected keys) or some shapes differ (listed with both shapes). A common cause:
             a classification checkpoint of the official code needs ``stem_kernel_size=3``;
             a backbone-only checkpoint loads into ``model.backbone``; keys that all start
             with ``module.`` come from a DDP wrapper (pass ``strip_prefix="module."``).
     """
-    state_dict = _extract_state_dict(torch.load(path, map_location="cpu", weights_only=True), os.fspath(path))
+    path = _check_load_arguments(model, path)
+    state_dict = _extract_state_dict(_read_checkpoint(path), path)
     if strip_prefix is not None:
         if not isinstance(strip_prefix, str) or not strip_prefix:
             raise TypeError(f"strip_prefix must be a non-empty string such as 'module.', got {strip_prefix!r}")

@@ -310,3 +310,76 @@ def test_module_non_positive_integer_arguments(argument):
 def test_module_non_integer_stride_or_dilation(argument, value, type_name):
     with pytest.raises(TypeError, match=rf"{argument} must be a positive integer, got {value!r} of type {type_name}"):
         _module(**{argument: value})
+
+
+# --- load_checkpoint: wrong argument types, unreadable files ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory):
+    from involution_edu.rednet import rednet26
+
+    torch.manual_seed(0)
+    model = rednet26(num_classes=10)
+    path = tmp_path_factory.mktemp("checkpoints") / "rednet26.pt"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+@pytest.mark.parametrize(
+    "model, path, argument",
+    [("model", "checkpoint.pt", "model"), (None, "checkpoint.pt", "model"), ("net", None, "path"), ("net", 12345, "path"),
+     ("net", True, "path")],
+)
+def test_load_checkpoint_wrong_argument_types(small_checkpoint, model, path, argument):
+    from involution_edu.rednet import load_checkpoint
+
+    model = small_checkpoint[0] if model == "net" else model
+    with pytest.raises(TypeError, match=rf"^{argument} must be") as info:
+        load_checkpoint(model, path)
+    shown = {"model": "str" if isinstance(model, str) else "NoneType", "path": type(path).__name__}[argument]
+    assert shown in str(info.value)
+
+
+@pytest.mark.parametrize("fraction", [0.99, 0.5, 0.001])
+def test_load_checkpoint_truncated_file_names_the_file(small_checkpoint, tmp_path, fraction):
+    from involution_edu.rednet import CheckpointFileError, load_checkpoint
+
+    model, path = small_checkpoint
+    data = path.read_bytes()
+    truncated = tmp_path / f"truncated_{fraction}.pt"
+    truncated.write_bytes(data[: int(len(data) * fraction)])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointFileError) as info:
+        load_checkpoint(model, truncated)
+    message = str(info.value)
+    assert str(truncated) in message and "truncated" in message
+    assert f"{truncated.stat().st_size} bytes" in message
+    assert "Errno 22" not in message and not isinstance(info.value, OSError)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # model untouched
+    load_checkpoint(model, path)  # the complete file still loads
+
+
+def test_load_checkpoint_empty_file_names_the_file(small_checkpoint, tmp_path):
+    from involution_edu.rednet import CheckpointFileError, load_checkpoint
+
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointFileError, match=rf"{re.escape(str(empty))} is empty \(0 bytes\)"):
+        load_checkpoint(small_checkpoint[0], str(empty))
+
+
+def test_load_checkpoint_foreign_file_names_the_file(small_checkpoint, tmp_path):
+    from involution_edu.rednet import CheckpointFileError, load_checkpoint
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(CheckpointFileError, match=re.escape(str(text))):
+        load_checkpoint(small_checkpoint[0], text)
+
+
+def test_load_checkpoint_missing_file_keeps_file_not_found(small_checkpoint, tmp_path):
+    from involution_edu.rednet import load_checkpoint
+
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(small_checkpoint[0], tmp_path / "missing.pt")
