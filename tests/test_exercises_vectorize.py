@@ -10,7 +10,7 @@ from checker_harness import assert_accepts, assert_never_raises, assert_rejects
 
 import involution_edu.functional
 from involution_edu import involution_unfold
-from involution_edu.exercises.loops import _variant
+from involution_edu.exercises.vectorize import _unfold_variant as _variant
 from involution_edu.exercises.vectorize import (
     check_expose_bug,
     check_involution_unfold,

@@ -18,12 +18,13 @@ Exercises checked here::
 
 Also here: :func:`involution_unfold_suspect`, an unfold implementation with one bug.
 
-Questions (``QUESTIONS``): ``speedup_size``, ``memory_growth``, ``suspect_grouping``.
+Questions (``QUESTIONS``): ``speedup_size``, ``stem_vs_stage1``, ``suspect_grouping``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple
+import inspect
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -31,9 +32,9 @@ import torch.nn.functional as F
 
 from .. import functional, reference, shapes
 from ..module import Involution
+from . import framework
 from .cases import random_involution_inputs
 from .framework import Case, Question, run_cases
-from .loops import _add_mistake, _variant
 
 __all__ = [
     "check_involution_unfold",
@@ -43,6 +44,32 @@ __all__ = [
     "unfold_total_bytes_reference",
     "QUESTIONS",
 ]
+
+def _add_mistake(mistakes: list, expected: object, wrong: object, message: str) -> None:
+    """Append ``(wrong, message)`` unless ``wrong`` is right; two mistakes with the same answer share one entry."""
+    if wrong == expected:
+        return
+    for index, (other, other_message) in enumerate(mistakes):
+        if other == wrong and type(other) is type(wrong):
+            mistakes[index] = (other, f"{other_message}; or {message}")
+            return
+    mistakes.append((wrong, message))
+
+
+def _check(title: str, candidate: Callable[..., object], cases: Sequence[Case], *, what: str,
+           families: Sequence[str] = (), forbid: Sequence[Any] = (), allow: Sequence[Any] = (),
+           random_cases: Optional[Callable[[np.random.Generator], Sequence[Case]]] = None,
+           fallback: Sequence[Any] = ()):
+    """``run_cases`` with this exercise's :class:`~involution_edu.exercises.framework.Rule` (run-time guard)
+    and hidden random cases; with a framework that has no ``Rule`` yet, the old name guard (``fallback``)."""
+    rule_class = getattr(framework, "Rule", None)
+    if rule_class is not None and "rule" in inspect.signature(run_cases).parameters:
+        rule = rule_class(what=what, forbid=tuple(forbid), families=tuple(families), allow=tuple(allow))
+        return run_cases(title, candidate, cases, rule=rule, random_cases=random_cases)
+    if random_cases is not None:
+        cases = list(cases) + list(random_cases(np.random.default_rng()))
+    return run_cases(title, candidate, cases, forbidden=tuple(fallback) + tuple(forbid), what=what)
+
 
 _LIBRARY_OPERATORS = (
     reference.involution_loops, reference.involution_numpy, functional.involution_unfold, functional.involution,
@@ -73,6 +100,36 @@ _UNFOLD_MISTAKES = [
 ]
 
 
+def _unfold_variant(x: np.ndarray, kernels: np.ndarray, stride: int, padding: Optional[int], dilation: int, *,
+                    interleaved: bool = False, transposed: bool = False, padding_ignores_dilation: bool = False,
+                    ignore_dilation: bool = False) -> Optional[np.ndarray]:
+    """The unfold involution (float64) with one of the likely slips of the exercise switched on.
+
+    ``x (B, C, H, W)``, ``kernels (B, G, K, K, H', W')`` -> ``(B, C, H', W')``, or ``None`` where the
+    slip makes the shapes disagree (the learner's code then fails with an error, which is named anyway).
+    """
+    xt, kt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(kernels))
+    batch, channels = xt.shape[:2]
+    groups, k, out_h, out_w = kt.shape[1], kt.shape[2], kt.shape[4], kt.shape[5]
+    if padding is None:
+        padding = (k - 1) // 2 if padding_ignores_dilation else dilation * (k - 1) // 2
+    try:
+        columns = F.unfold(xt, k, dilation=1 if ignore_dilation else dilation, padding=padding, stride=stride)
+    except RuntimeError:  # no window fits with the slip's padding
+        return None
+    if columns.shape[-1] != out_h * out_w:
+        return None
+    if interleaved:
+        windows = columns.view(batch, channels // groups, groups, k * k, out_h, out_w).transpose(1, 2)
+    else:
+        windows = columns.view(batch, groups, channels // groups, k * k, out_h, out_w)
+    taps = kt.transpose(2, 3) if transposed else kt
+    out = (taps.reshape(batch, groups, 1, k * k, out_h, out_w) * windows).sum(dim=3)
+    if interleaved:
+        out = out.transpose(1, 2)
+    return out.reshape(batch, channels, out_h, out_w).numpy()
+
+
 def _torch_case(seed: int, batch: int, channels: int, height: int, width: int, k: int, stride: int,
                 padding: Optional[int], dilation: int, groups: int):
     """Random float64 tensors ``x (B, C, H, W)`` and ``kernels (B, G, K, K, H', W')``, the loops' answer,
@@ -81,8 +138,8 @@ def _torch_case(seed: int, batch: int, channels: int, height: int, width: int, k
     expected = reference.involution_loops(x, kernels, stride, padding, dilation)
     mistakes = []
     for switches, message in _UNFOLD_MISTAKES:
-        wrong = _variant(x, kernels, stride, padding, dilation, **switches)
-        if not np.allclose(wrong, expected, rtol=1e-9, atol=1e-10):
+        wrong = _unfold_variant(x, kernels, stride, padding, dilation, **switches)
+        if wrong is not None and not np.allclose(wrong, expected, rtol=1e-9, atol=1e-10):
             mistakes.append((wrong, message))
     return torch.from_numpy(x), torch.from_numpy(kernels), expected, mistakes
 
@@ -109,8 +166,31 @@ def check_involution_unfold(involution_unfold_student: Callable[..., object]) ->
     cases.append(Case("8 channels in 4 groups, called with defaults", (x, kernels), expected,
                       "channel c uses group c // (C // G): contiguous blocks of channels share a kernel",
                       rtol=1e-9, atol=1e-10, mistakes=mistakes))
-    return run_cases("involution_unfold_student", involution_unfold_student, cases, forbidden=_LIBRARY_OPERATORS,
-                     what="the unfold formulation")
+    return _check("involution_unfold_student", involution_unfold_student, cases, what="the unfold formulation",
+                  families=("involution",), random_cases=_random_unfold_cases, fallback=_LIBRARY_OPERATORS)
+
+
+def _random_unfold_cases(rng: np.random.Generator) -> List[Case]:
+    """Hidden cases: a fresh geometry each call (odd K up to 7, stride 1-3, dilation 1-2, 1 < G < C too)."""
+    cases: List[Case] = []
+    while len(cases) < 3:
+        groups = int(rng.choice([1, 2, 3, 4]))
+        channels = groups * int(rng.integers(1, 4))
+        k = int(rng.choice([1, 3, 5, 7]))
+        stride, dilation = int(rng.integers(1, 4)), int(rng.integers(1, 3))
+        padding = None if rng.random() < 0.5 else int(rng.integers(0, 4))
+        height, width = int(rng.integers(3, 12)), int(rng.integers(3, 12))
+        pad = shapes.default_padding(k, dilation) if padding is None else padding
+        if min(height, width) + 2 * pad < dilation * (k - 1) + 1:
+            continue  # no window fits: not a valid geometry
+        batch = int(rng.integers(1, 3))
+        x, kernels, expected, mistakes = _torch_case(int(rng.integers(1 << 30)), batch, channels, height, width, k,
+                                                     stride, padding, dilation, groups)
+        cases.append(Case(f"hidden case {len(cases) + 1}", (x, kernels), expected,
+                          "the output equals the loops' on a geometry drawn at random",
+                          kwargs=dict(stride=stride, padding=padding, dilation=dilation), rtol=1e-9, atol=1e-10,
+                          mistakes=mistakes))
+    return cases
 
 
 # ------------------------------------------------------------------------------------ diagnosis
@@ -137,6 +217,8 @@ _DIAGNOSIS = {
     "not tensors": "x and kernels must both be torch tensors",
     "not float64": "use float64 tensors (dtype=torch.float64), so that rounding cannot hide or fake a difference",
     "not on the CPU": "put the tensors on the CPU",
+    "not finite": ("x and kernels must be finite: NaN or infinity makes every comparison fail, so a 'difference' "
+                   "on such inputs shows nothing about the suspect"),
     "bad shapes": "x must be (B, C, H, W) and kernels (B, G, K, K, H', W'), of modest size",
     "loops refuse them": ("the loops refuse these shapes: with stride 1 and the default padding the kernels must be "
                           "(B, G, K, K, H, W) with an odd K and C divisible by G"),
@@ -144,7 +226,12 @@ _DIAGNOSIS = {
     "G = C": "with G = C every channel is a group of its own under both rules: no difference",
     "same kernels": ("no difference on these inputs: are the kernels of different groups different? If all groups "
                      "share one kernel, the grouping rule does not matter"),
+    "more channels than needed": ("these inputs expose the bug, but with more channels than needed: find the smallest "
+                                  "C for which some G puts a channel in different groups under the two rules"),
 }
+
+#: The fewest channels on which the suspect can differ from the loops: it needs a G with 1 < G < C that divides C.
+FEWEST_CHANNELS = 4
 
 
 def _diagnose(expose_bug: Callable[..., object]) -> Callable[[], str]:
@@ -163,13 +250,18 @@ def _diagnose(expose_bug: Callable[..., object]) -> Callable[[], str]:
             return "not on the CPU"
         if x.dim() != 4 or kernels.dim() != 6 or x.numel() > 100_000 or kernels.numel() > 1_000_000:
             return "bad shapes"
+        if not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(kernels).all())):
+            return "not finite"
         try:
             expected = reference.involution_loops(x.numpy(), kernels.numpy())
         except (TypeError, ValueError):
             return "loops refuse them"
         got = involution_unfold_suspect(x, kernels).numpy()
-        if not np.allclose(got, expected, rtol=1e-6, atol=1e-8):
-            return "exposes the bug"
+        if not (np.isfinite(expected).all() and np.isfinite(got).all()):
+            return "not finite"
+        scale = max(float(np.abs(expected).max()), 1e-300)
+        if float(np.abs(got - expected).max()) > 1e-6 * scale:
+            return "exposes the bug" if x.shape[1] <= FEWEST_CHANNELS else "more channels than needed"
         groups, channels = kernels.shape[1], x.shape[1]
         if groups == 1:
             return "G = 1"
@@ -181,16 +273,22 @@ def _diagnose(expose_bug: Callable[..., object]) -> Callable[[], str]:
 
 
 def check_expose_bug(expose_bug: Callable[..., object]) -> bool:
-    """Check ``expose_bug() -> (x, kernels)``: float64 CPU tensors on which
-    :func:`involution_unfold_suspect` (stride 1, default padding) differs from the loops.
+    """Check ``expose_bug() -> (x, kernels)``: finite float64 CPU tensors on which
+    :func:`involution_unfold_suspect` (stride 1, default padding) differs from the loops, with the
+    fewest channels that allow it (:data:`FEWEST_CHANNELS`).
 
     The suspect splits unfold's channel axis as ``(C/G, G)``, which is the ``c % G`` grouping; it
-    agrees with the loops whenever ``G = 1`` or ``G = C``, so the answer needs ``1 < G < C`` and
-    kernels that differ between groups. Each way of missing is named.
+    agrees with the loops whenever ``G = 1`` or ``G = C``, so the answer needs ``1 < G < C`` with
+    ``G`` dividing ``C`` (hence ``C = 4, G = 2`` at the least) and kernels that differ between
+    groups. Each way of missing is named; NaN or infinite inputs are refused (they would "differ"
+    through any comparison). The function takes no input, so there are no random cases: the
+    learner's inputs are judged as they are.
     """
     case = Case("your (x, kernels)", (), "exposes the bug",
                 "the suspect must disagree with involution_loops(x, kernels) on your inputs",
                 mistakes=[(code, message) for code, message in _DIAGNOSIS.items()])
+    # No Rule: expose_bug may call anything (the suspect, the loops) to find its inputs; the checker's own calls
+    # to the loops and the suspect run inside the same wrapper. The time limit still applies.
     return run_cases("expose_bug", _diagnose(expose_bug), [case])
 
 
@@ -245,26 +343,48 @@ def check_unfold_total_bytes(unfold_total_bytes: Callable[..., object]) -> bool:
         ("K = 1, half precision", "K = 1: the unfolded tensor is the input itself", [(32, 14, 14, 1, 1)], 4, 2),
         ("RedNet-50 with its 7x7 stem, batch 8", "every involution, the stem's and the strided ones included",
          rednet50, 8, 4),
+        ("RedNet-50 with the classification code's 3x3 stem, batch 8", "the same network, a 3x3 stem involution",
+         [(32, 112, 112, 3, 1)] + rednet50[1:], 8, 4),
     ]
-    cases: List[Case] = []
-    for name, why, layers, batch, nbytes in table:
-        expected = unfold_total_bytes_reference(layers, batch, nbytes)
-        mistakes = []
-        for switches, message in [
-            (dict(input_positions=True), "a strided layer has H' x W' OUTPUT positions, fewer than the input's H x W"),
-            (dict(ceil_half=True), "H' is floor((H + 2p - K) / s) + 1, which is not H // s for odd H"),
-            (dict(no_taps=True), "that is the size of the feature map; unfold copies K*K values per channel and "
-                                 "position"),
-            (dict(k_not_squared=True), "a K x K window has K*K taps, not K"),
-            (dict(no_batch=True), "multiply by the batch size B"),
-            (dict(elements=True), "that is the number of elements; multiply by bytes_per_element (4 for float32)"),
-        ]:
-            _add_mistake(mistakes, expected, _total_wrong(layers, batch, nbytes, **switches), message)
-        kwargs = {} if nbytes == 4 else dict(bytes_per_element=nbytes)
-        cases.append(Case(name, (layers, batch), expected, why, kwargs=kwargs, mistakes=mistakes))
-    return run_cases("unfold_total_bytes", unfold_total_bytes, cases,
-                     forbidden=(unfold_total_bytes_reference, F.unfold, ".unfold"),
-                     what="the memory count (without building the tensors)")
+    cases = [_total_case(name, why, layers, batch, nbytes) for name, why, layers, batch, nbytes in table]
+    return _check("unfold_total_bytes", unfold_total_bytes, cases, what="the memory count (without building the tensors)",
+                  families=("unfold", "convolution", "involution"), allow=(shapes.output_size, shapes.default_padding),
+                  random_cases=_random_total_cases,
+                  fallback=(unfold_total_bytes_reference, F.unfold, ".unfold"))
+
+
+_TOTAL_MISTAKES = [
+    (dict(input_positions=True), "a strided layer has H' x W' OUTPUT positions, fewer than the input's H x W"),
+    (dict(ceil_half=True), "H' is floor((H + 2p - K) / s) + 1, which is not H // s for odd H"),
+    (dict(no_taps=True), "that is the size of the feature map; unfold copies K*K values per channel and position"),
+    (dict(k_not_squared=True), "a K x K window has K*K taps, not K"),
+    (dict(no_batch=True), "multiply by the batch size B"),
+    (dict(elements=True), "that is the number of elements; multiply by bytes_per_element (4 for float32)"),
+]
+
+
+def _total_case(name: str, why: str, layers, batch: int, nbytes: int) -> Case:
+    expected = unfold_total_bytes_reference(layers, batch, nbytes)
+    mistakes: list = []
+    for switches, message in _TOTAL_MISTAKES:
+        _add_mistake(mistakes, expected, _total_wrong(layers, batch, nbytes, **switches), message)
+    kwargs = {} if nbytes == 4 else dict(bytes_per_element=nbytes)
+    return Case(name, (layers, batch), expected, why, kwargs=kwargs, mistakes=mistakes)
+
+
+def _random_total_cases(rng: np.random.Generator) -> List[Case]:
+    """Hidden cases: 1 to 4 random layers (odd and even sizes, strides 1-3, K 1-7), a random batch and dtype size."""
+    cases = []
+    for index in range(3):
+        layers = []
+        for _ in range(int(rng.integers(1, 5))):
+            k = int(rng.choice([1, 3, 5, 7]))
+            size_h, size_w = int(rng.integers(k, 40)), int(rng.integers(k, 40))
+            layers.append((int(rng.integers(1, 9)) * 8, size_h, size_w, k, int(rng.integers(1, 4))))
+        batch, nbytes = int(rng.integers(1, 17)), int(rng.choice([1, 2, 4, 8]))
+        cases.append(_total_case(f"hidden case {index + 1}", "the count on layers drawn at random", layers, batch,
+                                 nbytes))
+    return cases
 
 
 # ------------------------------------------------------------------------------------ questions
@@ -287,16 +407,25 @@ QUESTIONS = {
             "c": "Vectorized code is at its best on big arrays: its fixed overhead is spread over more work.",
         },
     ),
-    "memory_growth": Question(
-        prompt=("RedNet uses K = 7. If every involution used K = 9 instead (same shapes otherwise), by what factor "
-                "would the memory of the unfolded tensors grow?"),
-        answer=81 / 49,
-        rtol=0.01,
-        explanation="The unfolded tensor holds K*K values per channel and position: 81/49 = 1.65 times more.",
-        mistakes=[
-            (9 / 7, "The window has K*K taps, not K: the factor is (9/7)^2 = 81/49, not 9/7."),
-            (81 - 49, "That is a difference, not a factor: the memory is proportional to K*K, so the factor is 81/49."),
-        ],
+    "stem_vs_stage1": Question(
+        prompt=("RedNet-50's stem involution has 32 channels at 112x112; each stage-1 involution has 64 channels at "
+                "56x56; both K = 7, stride 1. The stem's unfolded tensor, against one stage-1 involution's, is:"),
+        choices={
+            "a": "a quarter as large",
+            "b": "half as large",
+            "c": "the same size",
+            "d": "twice as large",
+        },
+        answer="d",
+        explanation=("The unfolded tensor holds C*K*K values per output position. The stem has half the channels but "
+                     "112*112 = 4 * 56*56 positions, so 32 * 112^2 = 2 * 64 * 56^2: twice one stage-1 involution. "
+                     "The table below reads it off the model: 600 MiB against 300 MiB per stage-1 involution at batch 8."),
+        wrong={
+            "a": "The positions go the other way: 112x112 is four times 56x56, not a quarter of it.",
+            "b": "Half the channels, yes; but 112x112 holds four times the positions of 56x56, which more than makes "
+                 "up for it.",
+            "c": "The channels halve but the positions quadruple: the product doubles.",
+        },
     ),
     "suspect_grouping": Question(
         prompt=("involution_unfold_suspect views unfold's output as (B, C//G, G, K*K, H', W') and swaps axes 1 and 2 "
@@ -310,7 +439,7 @@ QUESTIONS = {
         answer="b",
         explanation=("unfold's channel c sits at row c*K*K + t. Viewing the channel axis as (C/G, G) writes "
                      "c = n*G + g, so after the swap channel c lands at group g = c % G: the keras.io grouping. "
-                     "With G = 1 or G = C the two rules coincide, which is why the bug hides on those inputs."),
+                     "The next exercise turns that hypothesis into inputs on which the suspect fails."),
         wrong={
             "a": "For the paper's grouping the channel axis must split as (G, C/G): c = g*(C/G) + n. The suspect "
                  "splits it as (C/G, G).",
