@@ -1,10 +1,15 @@
-"""Benchmark every involution implementation against a depthwise convolution.
+"""Benchmark every involution implementation against a depthwise convolution, and the networks.
 
 Run it::
 
-    python -m involution_edu.bench                       # the four RedNet-50 shapes (1-2 minutes)
+    python -m involution_edu.bench                       # the stem and the four RedNet-50 shapes (1-2 minutes)
     python -m involution_edu.bench --quick               # tiny shapes, a few seconds
     python -m involution_edu.bench --json bench.json --plot bench.png --repeats 9
+    python -m involution_edu.bench --models              # RedNet-26/50 against ResNet-26/50 (see netbench)
+    python -m involution_edu.bench --models --quick      # the same at a small size
+    python -m involution_edu.bench --profile             # where each network's time goes, part by part
+
+``--models`` and ``--profile`` are documented in :mod:`involution_edu.netbench`.
 
 For each shape it times, forward and forward + backward, ``involution_unfold``, ``involution``
 with each available backend and ``F.conv2d`` depthwise (``groups = C``, same ``K`` and
@@ -17,7 +22,8 @@ memory-bandwidth roofline: the least bytes the computation must move
 over the measured time.
 
 The RedNet-50 shapes: batch 8, ``K = 7``, 16 channels per group, float32, and
-``C @ H x W`` = 64 @ 56², 128 @ 28², 256 @ 14², 512 @ 7² (the involutions of its four stages).
+``C @ H x W`` = 64 @ 56², 128 @ 28², 256 @ 14², 512 @ 7² (the involutions of its four stages),
+plus the stem's involution, 32 @ 112² (``K = 7``, 2 groups; :data:`STEM_SHAPE`).
 """
 
 from __future__ import annotations
@@ -41,12 +47,14 @@ import torch.nn.functional as F
 from . import native
 from .functional import available_backends, involution, involution_unfold
 from .memory import peak_extra_memory, tensor_bytes
+from .netbench import TREATMENTS
 from .reference import involution_loops, involution_numpy
 from .roofline import conv_bytes, conv_flops, involution_bytes, involution_flops, measure_copy_bandwidth, measure_matmul_gflops
 
 __all__ = [
     "Shape",
     "REDNET50_SHAPES",
+    "STEM_SHAPE",
     "TINY_SHAPE",
     "QUICK_SHAPES",
     "implementations",
@@ -85,6 +93,8 @@ REDNET50_SHAPES = (
     Shape("C256@14", 8, 256, 14),
     Shape("C512@7", 8, 512, 7),
 )
+#: The stem involution of RedNet (32 channels at 112², ``stem_kernel_size=7``): the largest map in the network.
+STEM_SHAPE = Shape("stem C32@112", 8, 32, 112)
 TINY_SHAPE = Shape("tiny C16@8", 1, 16, 8, tiny=True)
 QUICK_SHAPES = (Shape("quick C16@6", 1, 16, 6, kernel_size=3, tiny=True), Shape("quick C32@8", 2, 32, 8, kernel_size=3))
 
@@ -236,7 +246,7 @@ def _geomean(values: Sequence[float]) -> Optional[float]:
 
 
 def run_benchmark(
-    shapes: Sequence[Shape] = (TINY_SHAPE,) + REDNET50_SHAPES,
+    shapes: Sequence[Shape] = (TINY_SHAPE, STEM_SHAPE) + REDNET50_SHAPES,
     repeats: int = 5,
     progress: bool = True,
     measure_compile: bool = False,
@@ -417,7 +427,27 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-compile-time", action="store_true",
                         help="skip measuring the native kernel's first-call compile time in a fresh process")
+    parser.add_argument("--models", action="store_true",
+                        help="benchmark RedNet-26/50 against ResNet-26/50 (eval forward and an SGD step)")
+    parser.add_argument("--profile", action="store_true", help="per-part time breakdown of RedNet-50 and ResNet-50")
+    parser.add_argument("--treatments", nargs="+", metavar="NAME", default=None,
+                        help=f"with --models: some of {', '.join(TREATMENTS)} (default: all)")
+    parser.add_argument("--pairs", nargs="+", metavar="DEPTH", type=int, default=None,
+                        help="with --models: depths to compare, among 26 and 50 (default: both)")
+    parser.add_argument("--batch", type=int, default=None, help="with --models/--profile: batch size (default 8; 2 with --quick)")
+    parser.add_argument("--size", type=int, default=None, help="with --models/--profile: image size (default 224; 64 with --quick)")
+    parser.add_argument("--channels-last", action="store_true", help="with --profile: both networks channels last")
     args = parser.parse_args(argv)
+    if args.treatments is not None:
+        unknown = [t for t in args.treatments if t not in TREATMENTS]
+        if unknown:
+            parser.error(f"--treatments must be among {', '.join(TREATMENTS)}, got {', '.join(unknown)}")
+    if args.pairs is not None and any(depth not in (26, 50) for depth in args.pairs):
+        parser.error(f"--pairs takes depths 26 and/or 50, got {args.pairs}")
+    for name in ("batch", "size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be at least 1, got {value}")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if args.threads is not None and args.threads < 1:
@@ -428,7 +458,9 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = _parse(argv)
-    shapes = QUICK_SHAPES if args.quick else (TINY_SHAPE,) + REDNET50_SHAPES
+    if args.models or args.profile:
+        return _main_models(args)
+    shapes = QUICK_SHAPES if args.quick else (TINY_SHAPE, STEM_SHAPE) + REDNET50_SHAPES
     report = run_benchmark(
         shapes, repeats=args.repeats, progress=not args.no_progress,
         measure_compile=not (args.quick or args.no_compile_time), threads=args.threads,
@@ -441,6 +473,45 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.plot:
         plot_results(report, args.plot)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def _main_models(args: argparse.Namespace) -> int:
+    """``--models`` / ``--profile``: the network benchmark of :mod:`involution_edu.netbench`."""
+    from dataclasses import replace
+
+    from . import netbench
+
+    base = netbench.QUICK_SETTINGS if args.quick else netbench.FULL_SETTINGS
+    changes = {}
+    if args.quick or args.repeats != 5:
+        changes["repeats"] = args.repeats if args.repeats != 5 else base.repeats
+    if args.threads is not None:
+        changes["threads"] = (args.threads,)
+    if args.treatments is not None:
+        changes["treatments"] = tuple(args.treatments)
+    if args.pairs is not None:
+        changes["pairs"] = tuple((f"rednet{d}", f"resnet{d}") for d in args.pairs)
+    if args.batch is not None:
+        changes["batch"] = args.batch
+    if args.size is not None:
+        changes["size"] = args.size
+    settings = replace(base, **changes)
+    report: dict = {"version": JSON_VERSION}
+    if args.models:
+        report["models"] = netbench.run_model_benchmark(settings, progress=not args.no_progress)
+        print(netbench.format_model_table(report["models"]))
+    if args.profile:
+        pair = settings.pairs[-1]
+        report["profile"] = netbench.run_profile(
+            pair, batch=settings.batch, size=settings.size, threads=settings.threads[0], repeats=settings.repeats,
+            num_classes=settings.num_classes, channels_last=args.channels_last,
+        )
+        print(netbench.format_profile(report["profile"]))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -1,0 +1,103 @@
+"""The network benchmark (``bench --models --quick``) and the profile: structure and sanity, never timings."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from involution_edu import bench, netbench
+from involution_edu.rednet import rednet26
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def quick_models(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "models.json"
+    argv = ["--models", "--quick", "--no-progress", "--pairs", "26", "--treatments", "eager", "folded", "channels_last",
+            "--repeats", "2", "--batch", "2", "--size", "32", "--threads", "1", "--json", str(path)]
+    status = bench.main(argv)
+    return status, json.loads(path.read_text())
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_quick_models_report_structure(quick_models, capsys):
+    status, report = quick_models
+    assert status == 0 and report["version"] == bench.JSON_VERSION
+    models = report["models"]
+    assert set(models) == {"settings", "machine", "flops", "rows"}
+    assert models["settings"]["batch"] == 2 and models["settings"]["size"] == 32
+    keys = {(r["treatment"], r["mode"]) for r in models["rows"]}
+    # folded is eval only; every other treatment has both modes
+    assert keys == {("eager", "eval"), ("eager", "train"), ("folded", "eval"), ("channels_last", "eval"), ("channels_last", "train")}
+    assert all(r["pair"] == ["rednet26", "resnet26"] and r["threads"] == 1 for r in models["rows"])
+
+
+def test_quick_models_ratios_are_positive_and_consistent(quick_models):
+    rows = quick_models[1]["models"]["rows"]
+    flops = quick_models[1]["models"]["flops"]
+    assert flops["rednet26"] < flops["resnet26"]  # the paper's FLOP saving, at any size
+    for r in rows:
+        for key in ("a_s", "b_s", "a_min_s", "b_min_s", "time_ratio", "cpu_ratio", "flop_ratio"):
+            assert _positive(r[key]), (key, r)
+        assert r["a_min_s"] <= r["a_s"] and r["b_min_s"] <= r["b_s"]
+        assert math.isclose(r["time_ratio"], r["a_s"] / r["b_s"], rel_tol=1e-9)
+        assert math.isclose(r["flop_ratio"], flops["rednet26"] / flops["resnet26"], rel_tol=1e-9)
+        if r["mode"] == "train":
+            for kind in ("saved", "peak"):
+                assert _positive(r[f"a_{kind}_bytes"]) and _positive(r[f"b_{kind}_bytes"])
+                assert math.isclose(r[f"{kind}_ratio"], r[f"a_{kind}_bytes"] / r[f"b_{kind}_bytes"], rel_tol=1e-9)
+            assert r["a_saved_bytes"] <= r["a_peak_bytes"]  # what is saved was alive at the peak
+
+
+def test_table_is_printed(quick_models, capsys):
+    table = netbench.format_model_table(quick_models[1]["models"])
+    assert "rednet26/resnet26" in table and "time x" in table and "FLOP x" in table
+    assert len(table.splitlines()) == 3 + len(quick_models[1]["models"]["rows"]) + 2
+
+
+def test_saved_tensor_bytes_counts_each_storage_once():
+    weight = torch.randn(4, 4, requires_grad=True)
+    x = torch.randn(8, 4, requires_grad=True)
+
+    def fn():
+        y = x @ weight          # saves x (128 B) and weight (64 B, excluded in the first call)
+        return (y * y).sum()    # saves y twice: one storage of 128 B
+
+    assert netbench.saved_tensor_bytes(fn, exclude=[weight]) == 2 * 8 * 4 * 4
+    assert netbench.saved_tensor_bytes(fn) == 2 * 8 * 4 * 4 + 4 * 4 * 4
+
+
+def test_rss_growth_sees_a_large_allocation():
+    growth = netbench.rss_growth(lambda: torch.ones(64 * 2**20 // 4).sum())
+    if growth is None:
+        pytest.skip("no /proc/self/statm on this system")
+    assert growth >= 32 * 2**20
+
+
+def test_profile_parts_covers_the_network():
+    torch.manual_seed(0)
+    model = rednet26(num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    labels = torch.tensor([3, 7])
+    evaluation = netbench.profile_parts(model, x, train=False)
+    stages = {key.split(" ", 1)[1] for key in evaluation}
+    assert {"stem", "layer1", "layer2", "layer3", "layer4", "head"} <= stages
+    pieces = {piece for parts in evaluation.values() for piece in parts}
+    assert "phi reduce" in pieces and pieces & {"aggregation", "phi span + aggregation (fused)"}
+    assert all(seconds >= 0 for parts in evaluation.values() for seconds in parts.values())
+    training = netbench.profile_parts(model, x, train=True, labels=labels)
+    assert any(key.startswith("backward layer") for key in training)
+    assert not any(isinstance(getattr(m, "_forward_hooks", {}), dict) and m._forward_hooks for m in model.modules())
