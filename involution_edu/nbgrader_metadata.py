@@ -36,8 +36,8 @@ This tool turns that markup into what nbgrader needs:
   Our own metadata (the cell's role, the stars) goes under ``metadata.involution_edu``.
 
 Every ``grade_id`` is derived from something that does not change when a cell's text is edited:
-the checker's name, the question's key, or the cell's nbformat ``id`` (a cell without one is given
-``cell-<notebook stem>-<n>`` once, stored, and kept from then on). Running the tool again on its own
+the checker's name, the question's key, or the cell's nbformat ``id`` (a cell without one, or with another cell's, is given
+``<notebook stem>-<index>`` once, stored, and kept from then on). Running the tool again on its own
 output changes nothing (it is idempotent); outputs are kept, except that a split cell's outputs
 move to its checker cell (re-execute the notebook after a split to refresh execution counts).
 
@@ -50,7 +50,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
-import hashlib
+import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -66,6 +66,8 @@ __all__ = [
     "Conversion",
     "convert_notebook",
     "convert_files",
+    "read_notebook",
+    "reads_notebook",
     "main",
 ]
 
@@ -196,7 +198,11 @@ def _ensure_ids(nb: nbformat.NotebookNode, name: str) -> None:
         nb.nbformat_minor = 5
     stem = _clean_id(Path(name).stem)[:40]
     taken = {cell.get("id") for cell in nb.cells}
+    seen: set = set()
     for index, cell in enumerate(nb.cells):
+        if cell.get("id") in seen:  # a duplicate (a copied cell): the second one is renamed
+            cell["id"] = None
+        seen.add(cell.get("id"))
         if not cell.get("id"):
             candidate, n = f"{stem}-{index}", 1
             while candidate in taken:
@@ -346,6 +352,20 @@ def convert_notebook(notebook: nbformat.NotebookNode, name: str = "notebook") ->
     return result
 
 
+def read_notebook(path: Path) -> nbformat.NotebookNode:
+    """Read a notebook without nbformat's repairs: a cell without an ``id`` gets a *random* one from
+    ``nbformat.read``; here it keeps none, and :func:`convert_notebook` gives it a deterministic one."""
+    text = Path(path).read_text(encoding="utf-8")
+    return reads_notebook(text)
+
+
+def reads_notebook(text: str) -> nbformat.NotebookNode:
+    """:func:`read_notebook` from a string."""
+    if json.loads(text).get("nbformat") != 4:
+        return nbformat.reads(text, as_version=4)
+    return nbformat.v4.reads(text)  # rejoins lines, strips transient keys; no validation, no repair
+
+
 def _text(nb: nbformat.NotebookNode) -> str:
     text = nbformat.writes(nb)
     return text if text.endswith("\n") else text + "\n"
@@ -359,7 +379,7 @@ def convert_files(paths: Sequence[Path], check: bool = False) -> Tuple[List[Conv
     conversions, changed, texts = [], [], []
     for path in paths:
         original = path.read_text(encoding="utf-8")
-        conversion = convert_notebook(nbformat.reads(original, as_version=nbformat.NO_CONVERT), path.name)
+        conversion = convert_notebook(reads_notebook(original), path.name)
         text = _text(conversion.notebook)
         conversions.append(conversion)
         if text != original:

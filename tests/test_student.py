@@ -55,7 +55,13 @@ EXERCISE_SOURCE = """def add(a, b):
     ### END SOLUTION"""
 
 CHECKER_SOURCE = """from involution_edu.exercises.framework import Case, run_cases
-check_ok = run_cases("add", add, [Case("small numbers", (1, 2), 3)])"""
+
+
+def check_add(candidate):
+    return run_cases("add", candidate, [Case("small numbers", (1, 2), 3)])
+
+
+check_add(add)"""
 
 HINTS_SOURCE = """<details><summary>Hint 1 (a nudge)</summary>
 
@@ -86,7 +92,7 @@ def make_notebook(exercise_source: str = EXERCISE_SOURCE, run: bool = True) -> n
     nb.cells = [
         nbformat.v4.new_markdown_cell("# A tiny notebook\n\nYou will learn to add."),
         nbformat.v4.new_code_cell("x = 40\nprint(x)"),
-        nbformat.v4.new_markdown_cell("### Exercise 1: write `add`\n\nReturn the sum of two numbers."),
+        nbformat.v4.new_markdown_cell("### Exercise 1 ★ — write `add`\n\nReturn the sum of two numbers."),
         nbformat.v4.new_code_cell(exercise_source),
         nbformat.v4.new_markdown_cell(HINTS_SOURCE),
         nbformat.v4.new_code_cell(CHECKER_SOURCE),
@@ -170,8 +176,9 @@ def execute(nb: nbformat.NotebookNode, folder: Path) -> nbformat.NotebookNode:
 
 
 def question_cells(instructor: nbformat.NotebookNode) -> List[int]:
-    """Indices of the code cells with an answer region (their own ``check_answer`` call)."""
-    return [i for i, cell in enumerate(instructor.cells) if cell.cell_type == "code" and BEGIN_ANSWER_MARKER in cell.source]
+    """Indices of the ``check_answer`` cells (each after its question's answer cell) of a notebook in nbgrader form."""
+    return [i for i, cell in enumerate(instructor.cells)
+            if cell.metadata.get("involution_edu", {}).get("role") == "question_checker"]
 
 
 def exercise_and_checker_cells(instructor: nbformat.NotebookNode) -> List[Tuple[int, int]]:
@@ -179,7 +186,7 @@ def exercise_and_checker_cells(instructor: nbformat.NotebookNode) -> List[Tuple[
     pairs = []
     cells = instructor.cells
     for index, cell in enumerate(cells):
-        if cell.cell_type == "code" and BEGIN_MARKER in cell.source:
+        if cell.cell_type == "code" and cell.metadata.get("involution_edu", {}).get("role") == "exercise":
             following = next((j for j in range(index + 1, len(cells)) if cells[j].cell_type == "code"), None)
             assert following is not None, f"cell {index} is an exercise without a checker cell after it"
             pairs.append((index, following))
@@ -246,16 +253,20 @@ def test_the_stub_is_valid_python_that_raises_not_implemented():
     assert "np.pad" not in new_source
 
 
-def test_answer_region_becomes_your_answer_here_without_a_raise():
+def test_top_level_region_becomes_your_answer_here_without_a_raise():
     new_source, removed = strip_solutions(QUESTION_SOURCE, "nb, cell 9")
     assert removed == 1
     lines = new_source.split("\n")
     assert ANSWER_STUB in lines and "answer_q1 = 42" not in lines and "NotImplementedError" not in new_source
     assert lines[lines.index(ANSWER_STUB) - 1].startswith("answer_q1 = None")
+    top_level, _ = strip_solutions(f"a = None\n{BEGIN_MARKER}\na = 1\n{END_MARKER}")
+    assert top_level.split("\n") == ["a = None", ANSWER_STUB]
+    # the indentation decides, not the marker's name: an indented region raises, like nbgrader's stub
     indented, _ = strip_solutions(f"if True:\n    {BEGIN_ANSWER_MARKER}\n    a = 1\n    {END_ANSWER_MARKER}")
-    assert indented.split("\n") == ["if True:", f"    {ANSWER_STUB}"]
-    markdown, _ = strip_solutions(f"Why?\n{BEGIN_ANSWER_MARKER}\nbecause\n{END_ANSWER_MARKER}", cell_type="markdown")
-    assert markdown == "Why?\n*Write your answer here.*"
+    assert indented.split("\n") == ["if True:", f"    {CODE_STUB_COMMENT}", f"    {STUB}"]
+    for cell_type in ("markdown", "raw"):
+        text, _ = strip_solutions(f"Why?\n{BEGIN_ANSWER_MARKER}\nbecause\n{END_ANSWER_MARKER}", cell_type=cell_type)
+        assert text == "Why?\n*Write your answer here.*"
 
 
 @pytest.mark.parametrize(
@@ -264,10 +275,11 @@ def test_answer_region_becomes_your_answer_here_without_a_raise():
         (f"def f():\n    {BEGIN_MARKER}\n    return 1", "never closed"),
         (f"def f():\n    return 1\n    {END_MARKER}", "never opened"),
         (f"def f():\n    {BEGIN_MARKER}\n    {BEGIN_MARKER}\n    return 1\n    {END_MARKER}", "inside the one opened on line 2"),
-        (f"def f():\n    {BEGIN_MARKER}\n    return 1\n    {END_ANSWER_MARKER}", "closes the region opened on line 2"),
+        (f"def f():\n    {BEGIN_MARKER}\n    return 1\n    ### END HIDDEN TESTS", "closes the region opened on line 2"),
+        (f"def f():\n    {BEGIN_MARKER}  {END_MARKER}\n    return 1", "holds 2 markers"),
         (f"a = None\n{BEGIN_ANSWER_MARKER}\na = 1", "never closed"),
     ],
-    ids=["begin-without-end", "end-without-begin", "nested", "mixed-kinds", "answer-never-closed"],
+    ids=["begin-without-end", "end-without-begin", "nested", "mixed-kinds", "two-on-a-line", "answer-never-closed"],
 )
 def test_unbalanced_markers_raise_an_error_naming_notebook_and_cell(tmp_path, source, message):
     src = tmp_path / "src"
@@ -303,7 +315,9 @@ def test_student_notebook_has_no_solutions_outputs_counts_or_runtime_metadata():
         "language_info": {"name": "python"},
         "involution_edu": {"student_copy": True, "source": "01_tiny.ipynb", "generator": "involution_edu.student"},
     }
-    assert [cell["id"] for cell in copy.cells] == [cell["id"] for cell in instructor.cells]
+    converted = student.instructor_form(instructor, "01_tiny.ipynb")
+    assert [cell["id"] for cell in copy.cells] == [cell["id"] for cell in converted.cells]
+    assert [cell["id"] for cell in copy.cells][-2:] == ["cell-9", "cell-9-check"], "the question cell was split"
 
 
 # --------------------------------------------------------------------------- writing and safety
@@ -442,7 +456,8 @@ def test_synthetic_student_copy_runs_and_the_checker_says_not_attempted(tmp_path
     executed = execute(nbformat.read(out / "01_tiny.ipynb", as_version=4), out)
     assert "not attempted" in output_text(executed.cells[5])
     assert output_text(executed.cells[6]) == "42\n"
-    assert "not answered yet" in output_text(executed.cells[9])
+    assert output_text(executed.cells[9]) == "", "the answer cell runs without a word"
+    assert "not answered yet" in output_text(executed.cells[10])
 
 
 def test_synthetic_student_copy_with_code_below_the_raise_is_told_to_delete_it(tmp_path):
@@ -516,7 +531,7 @@ def course_copies(tmp_path_factory) -> Path:
 
 def test_course_copies_hold_no_solution_code(course_copies):
     for path in COURSE_NOTEBOOKS:
-        instructor = nbformat.read(path, as_version=4)
+        instructor = student.instructor_form(nbformat.read(path, as_version=4), path.name)
         copy = nbformat.read(course_copies / path.name, as_version=4)
         assert len(copy.cells) == len(instructor.cells)
         assert copy.metadata["involution_edu"]["student_copy"] is True
@@ -562,7 +577,7 @@ def test_course_copies_regenerate_identically(course_copies, tmp_path):
 
 @pytest.mark.parametrize("name", [p.name for p in COURSE_NOTEBOOKS] or ["<no notebooks>"])
 def test_course_student_copy_runs_and_every_checker_says_not_attempted(course_copies, name):
-    instructor = nbformat.read(REPO / "notebooks" / name, as_version=4)
+    instructor = student.instructor_form(nbformat.read(REPO / "notebooks" / name, as_version=4), name)
     copy = nbformat.read(course_copies / name, as_version=4)
     executed = execute(copy, course_copies)
     pairs = exercise_and_checker_cells(instructor)
@@ -597,3 +612,142 @@ def test_answer_key_explains_questions_from_the_notebooks_questions_dict(monkeyp
     for needle in ("answer_q2 = \"b\"", "b because it is right", "a is the trap", "second", "#### 3. A section heading"):
         assert needle in text, needle
     assert "\n## 3. A section heading" not in text  # prompt headings sit below the key's own
+
+
+# --------------------------------------------------------------------------- markers as nbgrader reads them
+
+needs_nbgrader = pytest.mark.skipif(not student.nbgrader_available(), reason="needs nbgrader (the instructor extra)")
+
+
+@pytest.mark.parametrize("begin, end", [
+    ("## BEGIN SOLUTION", "## END SOLUTION"),
+    ("###BEGIN SOLUTION", "###END SOLUTION"),
+    ("# BEGIN SOLUTION (write it here)", "# END SOLUTION"),
+    ("pass  ### BEGIN SOLUTION", "### END SOLUTION"),
+    ("### BEGIN SOLUTIONS", "### END SOLUTIONS"),
+], ids=["two-hashes", "no-space", "one-hash-and-words", "after-code", "plural"])
+@pytest.mark.parametrize("engine", ["builtin", pytest.param("nbgrader", marks=needs_nbgrader)])
+def test_any_line_holding_begin_solution_is_a_marker_as_for_nbgrader(begin, end, engine):
+    nb = make_notebook(exercise_source=f"def add(a, b):\n    {begin}\n    total = a + b\n    return total\n    {end}")
+    copy, removed = make_student_notebook(nb, "01_tiny.ipynb", engine=engine)
+    assert removed == 3
+    text = nbformat.writes(copy)
+    assert "total = a + b" not in text and "return total" not in text and "SOLUTION" not in text
+    assert copy.cells[3].source.split("\n") == ["def add(a, b):", f"    {CODE_STUB_COMMENT}", f"    {STUB}"]
+
+
+@pytest.mark.parametrize("marker", [
+    "### begin solution", "### Begin Solution", "### BEGIN  SOLUTION", "### BEGIN_SOLUTION", "### BEGIN-SOLUTION",
+    "### begin answer", "### BEGIN HIDDEN TEST", "### begin hidden tests",
+])
+@pytest.mark.parametrize("cell_type", ["code", "markdown", "raw"])
+def test_a_marker_nbgrader_would_miss_is_refused_and_nothing_is_written(tmp_path, marker, cell_type):
+    src, out, key = tmp_path / "src", tmp_path / "out", tmp_path / "key"
+    write_notebook(src, "01_good.ipynb", make_notebook())
+    nb = make_notebook()
+    new = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell,
+           "raw": nbformat.v4.new_raw_cell}[cell_type](f"intro\n{marker}\nthe secret answer\n### END SOLUTION")
+    new["id"] = "sneaky"
+    nb.cells.insert(2, new)
+    write_notebook(src, "02_sneaky.ipynb", nb)
+    with pytest.raises(SolutionMarkerError) as info:
+        write_student_notebooks(src, out)
+    message = str(info.value)
+    assert "02_sneaky.ipynb" in message and "cell 2" in message and "line 2" in message, message
+    assert student.main([str(src), str(out), "--answer-key", str(key)]) == 1
+    assert not out.exists() and not key.exists()
+
+
+def test_regions_in_raw_and_markdown_cells_are_replaced_by_a_stub():
+    nb = make_notebook()
+    nb.cells.insert(2, nbformat.v4.new_raw_cell(f"keep\n{BEGIN_MARKER}\nraw secret\n{END_MARKER}\nkeep too"))
+    nb.cells[2]["id"] = "raw-cell"
+    copy, removed = make_student_notebook(nb, "01_tiny.ipynb", engine="builtin")
+    assert removed == 4
+    assert copy.cells[2].source == "keep\n*Write your answer here.*\nkeep too"
+    assert "raw secret" not in nbformat.writes(copy) and "Because 40 + 2" not in nbformat.writes(copy)
+
+
+def test_hidden_tests_are_removed_from_the_student_copy():
+    nb = make_notebook()
+    nb.cells[5].source += "\n### BEGIN HIDDEN TESTS\nassert add(10, 20) == 30  # a case the student never sees\n### END HIDDEN TESTS"
+    for engine in ["builtin"] + (["nbgrader"] if student.nbgrader_available() else []):
+        copy, _ = make_student_notebook(nb, "01_tiny.ipynb", engine=engine)
+        assert copy.cells[5].source == CHECKER_SOURCE, engine
+    nb.cells[1].source += "\n### BEGIN HIDDEN TESTS\nx = 1\n### END HIDDEN TESTS"  # not a grade cell
+    with pytest.raises(SolutionMarkerError, match="not an nbgrader grade cell"):
+        make_student_notebook(nb, "01_tiny.ipynb", engine="builtin")
+
+
+def test_answer_key_inside_the_source_folder_is_refused_before_anything_is_written(tmp_path, capsys):
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_notebook(src, "01_tiny.ipynb", make_notebook())
+    for key in (src / "answer_key", src):
+        assert student.main([str(src), str(out), "--answer-key", str(key)]) == 1
+        assert "source folder" in capsys.readouterr().err
+        assert not out.exists(), "the student copies must not be written when the answer key is refused"
+        assert sorted(p.name for p in src.iterdir()) == ["01_tiny.ipynb"]
+        with pytest.raises(UnsafeOutputError, match="source folder"):
+            student.write_course_files(src, out, key)
+        assert not out.exists()
+
+
+def test_an_unwritable_answer_key_file_stops_the_student_copies_too(tmp_path):
+    src, out, key = tmp_path / "src", tmp_path / "out", tmp_path / "key"
+    write_notebook(src, "01_tiny.ipynb", make_notebook())
+    key.mkdir()
+    (key / "01_tiny.md").write_text("my notes\n")
+    with pytest.raises(UnsafeOutputError, match="01_tiny.md exists"):
+        student.write_course_files(src, out, key)
+    assert not out.exists() and (key / "01_tiny.md").read_text() == "my notes\n"
+
+
+@needs_nbgrader
+def test_nbgrader_and_builtin_engines_give_the_same_synthetic_copy():
+    nb = make_notebook()
+    nb.cells.insert(2, nbformat.v4.new_raw_cell(f"keep\n{BEGIN_MARKER}\nraw secret\n{END_MARKER}"))
+    nb.cells[2]["id"] = "raw-cell"
+    ours, _ = make_student_notebook(nb, "01_tiny.ipynb", engine="builtin")
+    theirs, _ = make_student_notebook(nb, "01_tiny.ipynb", engine="nbgrader")
+    assert nbformat.writes(ours) == nbformat.writes(theirs)
+
+
+@needs_nbgrader
+@pytest.mark.parametrize("name", [p.name for p in COURSE_NOTEBOOKS] or ["<no notebooks>"])
+def test_nbgrader_and_builtin_engines_give_the_same_course_copy_cell_for_cell(name):
+    nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+    ours, removed_ours = make_student_notebook(nb, name, engine="builtin")
+    theirs, removed_theirs = make_student_notebook(nb, name, engine="nbgrader")
+    assert removed_ours == removed_theirs >= 4
+    assert len(ours.cells) == len(theirs.cells)
+    for index, (a, b) in enumerate(zip(ours.cells, theirs.cells)):
+        assert a == b, f"{name} cell {index}: the engines differ"
+    assert ours.metadata == theirs.metadata
+
+
+def _region_lines(nb: nbformat.NotebookNode) -> Tuple[set, set]:
+    """(stripped lines inside any region, stripped lines outside every region) of a notebook in nbgrader form."""
+    inside, outside = set(), set()
+    for cell in nb.cells:
+        state = False
+        for line in cell.source.split("\n"):
+            if any(marker in line for pair in student.DELIMITERS.values() for marker in pair):
+                state = any(pair[0] in line for pair in student.DELIMITERS.values())
+                continue
+            (inside if state else outside).add(line.strip())
+    return {line for line in inside if line}, outside
+
+
+def test_no_solution_line_of_any_instructor_notebook_is_in_its_student_copy(course_copies):
+    """Greps every student copy (the whole file) for every line inside a region of the instructor version."""
+    for path in COURSE_NOTEBOOKS:
+        instructor = student.instructor_form(nbformat.read(path, as_version=4), path.name)
+        inside, outside = _region_lines(instructor)
+        assert inside, f"{path.name}: no solution lines found"
+        copy = nbformat.read(course_copies / path.name, as_version=4)
+        copy_lines = {line.strip() for cell in copy.cells for line in cell.source.split("\n")}
+        raw = (course_copies / path.name).read_text(encoding="utf-8")
+        leaked = sorted(line for line in inside - outside if line in copy_lines)
+        assert not leaked, f"{path.name}: solution lines in the student copy: {leaked[:5]}"
+        for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN ANSWER", "HIDDEN TESTS"):
+            assert marker not in raw, f"{path.name}: {marker!r} reached the student copy"
