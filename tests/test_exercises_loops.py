@@ -1,9 +1,17 @@
-"""The checkers and questions of notebook 02 accept correct answers and reject plausible wrong ones."""
+"""The checkers and questions of notebook 02 accept correct answers and reject plausible wrong ones.
+
+For every checker: the solution and natural alternatives pass; likely mistakes are named (each
+single output-size mistake by its own message); the obvious shortcut and routes to it built at
+run time are refused; odd return values get a verdict; memorised answers fail the hidden cases.
+"""
 
 from __future__ import annotations
 
 import copy
+import importlib
 import math
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -13,20 +21,45 @@ from checker_harness import assert_accepts, assert_never_raises, assert_rejects
 
 import involution_edu.reference
 from involution_edu import Involution
+from involution_edu.exercises import loops
+from involution_edu.exercises.framework import _matched_mistake, describe_mismatch
 from involution_edu.exercises.loops import (
+    OUTPUT_SIZE_MISTAKES,
     QUESTIONS,
     _affected,
-    _variant,
+    _compose,
     check_affected_outputs,
-    check_involution_loops,
+    check_compose_kernels,
     check_output_size,
     check_paper_channel_order,
     involution_interleaved,
     keras_kernel_order,
+    output_size_variant,
 )
 from involution_edu.reference import involution_loops
 from involution_edu.reference import involution_loops as aliased_loops
 from involution_edu.shapes import output_size as library_output_size
+
+REFUSED = "yourself"
+
+
+def exec_route(source: str, name: str, extra_globals=None):
+    """A function defined from a string with ``exec``."""
+    namespace = {"np": np, "torch": torch, "F": F}
+    namespace.update(extra_globals or {})
+    exec(textwrap.dedent(source), namespace)  # noqa: S102 - the route under test
+    return namespace[name]
+
+
+def module_route(tmp_path, source: str, name: str):
+    """A function imported from a helper module the learner wrote to a file."""
+    module_name = f"learner_helper_{abs(hash(source)) % 10**8}"
+    (tmp_path / f"{module_name}.py").write_text(textwrap.dedent(source))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    finally:
+        sys.path.remove(str(tmp_path))
 
 
 # ---------------------------------------------------------------------------------- output_size
@@ -41,7 +74,7 @@ def test_output_size_accepts_solution(capsys):
 @pytest.mark.parametrize("wrong, needles", [
     (lambda n, k, s, p, d: (n + 2 * p - k) // s + 1, ["left out the dilation"]),
     (lambda n, k, s, p, d: math.ceil((n + 2 * p - d * (k - 1) - 1) / s) + 1, ["round down"]),
-    (lambda n, k, s, p, d: (n + p - d * (k - 1) - 1) // s + 1, ["BOTH sides"]),
+    (lambda n, k, s, p, d: (n + p - d * (k - 1) - 1) // s + 1, ["one side only"]),
     (lambda n, k, s, p, d: (n + 2 * p - d * (k - 1) - 1) // s, ["off by one"]),
     (lambda n, k, s, p, d: (n + 2 * p - d * k) // s + 1, ["not d*K"]),
     (lambda n, k, s, p, d: (n + 2 * p - d * (k - 1) - 1) / s + 1, ["integer"]),
@@ -61,99 +94,35 @@ def _helper_size(n, k, s, p, d):
     lambda n, k, s, p, d: _helper_size(n, k, s, p, d),
 ], ids=["alias import", "attribute path", "helper"])
 def test_output_size_guard(shortcut, capsys):
-    assert_rejects(check_output_size, shortcut, capsys, "write the output-size formula yourself")
+    assert_rejects(check_output_size, shortcut, capsys, REFUSED)
+
+
+def test_output_size_refuses_a_name_built_at_run_time(capsys):
+    shortcut = exec_route("""
+        def output_size(n, k, s, p, d):
+            return getattr(shapes, "output" + "_size")(n, k, s, p, d)
+    """, "output_size", {"shapes": involution_edu.shapes})
+    assert_rejects(check_output_size, shortcut, capsys, REFUSED)
 
 
 def test_output_size_never_raises():
     assert_never_raises(check_output_size)
 
 
-# ------------------------------------------------------------------------------------ the loops
-def loops_solution(x, kernels, stride=1, padding=None, dilation=1):
-    batch, channels = x.shape[:2]
-    groups, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
-    if padding is None:
-        padding = dilation * (k - 1) // 2
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    y = np.zeros((batch, channels, out_h, out_w))
-    for b in range(batch):
-        for c in range(channels):
-            g = c // (channels // groups)
-            for i in range(out_h):
-                for j in range(out_w):
-                    for u in range(k):
-                        for v in range(k):
-                            y[b, c, i, j] += kernels[b, g, u, v, i, j] * xp[b, c, i * stride + u * dilation,
-                                                                           j * stride + v * dilation]
-    return y
+@pytest.mark.parametrize("mistake", sorted(OUTPUT_SIZE_MISTAKES))
+def test_output_size_each_mistake_is_named_by_its_own_message(mistake):
+    """The first fixed case a single mistake fails names that mistake and no other (no misleading message)."""
+    for case in loops._output_size_table_cases():
+        got = output_size_variant(*case.args, mistake=mistake)
+        if describe_mismatch(got, case.expected) is not None:
+            assert _matched_mistake(got, case) == OUTPUT_SIZE_MISTAKES[mistake], case.name
+            return
+    raise AssertionError(f"no fixed case catches {mistake}")
 
 
-def test_variant_without_switches_is_the_operator():
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 6, 9, 8))
-    kernels = rng.standard_normal((2, 3, 3, 3, 4, 3))
-    np.testing.assert_allclose(_variant(x, kernels, 2, 1, 2), involution_loops(x, kernels, 2, 1, 2), atol=1e-12)
-
-
-def test_involution_loops_accepts_solution(capsys):
-    assert_accepts(check_involution_loops, loops_solution, capsys)
-
-
-def _wrong(**switches):
-    return lambda x, kernels, stride=1, padding=None, dilation=1: _variant(x, kernels, stride, padding, dilation,
-                                                                           **switches)
-
-
-def _batch_zero_kernels(x, kernels, stride=1, padding=None, dilation=1):
-    return _variant(x, kernels[:1].repeat(kernels.shape[0], axis=0), stride, padding, dilation)
-
-
-def _stride_on_taps(x, kernels, stride=1, padding=None, dilation=1):
-    return _variant(x, kernels, 1, padding, dilation)[:, :, : kernels.shape[4], : kernels.shape[5]]
-
-
-@pytest.mark.parametrize("wrong, needles", [
-    (_wrong(interleaved=True), ["c % G"]),
-    (_wrong(transposed=True), ["transposed"]),
-    (_wrong(padding_ignores_dilation=True), ["dilation * (K - 1) // 2"]),
-    (_wrong(ignore_dilation=True), ["left out the dilation"]),
-    (_wrong(no_padding_offset=True), ["subtract the padding"]),
-    (_batch_zero_kernels, ["batch axis"]),
-    (_stride_on_taps, ["stride"]),
-], ids=["c % G", "transposed", "padding without dilation", "no dilation", "no padding offset", "batch", "stride"])
-def test_involution_loops_rejects_mistakes(wrong, needles, capsys):
-    assert_rejects(check_involution_loops, wrong, capsys, *needles)
-
-
-def _helper_loops(x, kernels, stride, padding, dilation):
-    return involution_loops(x, kernels, stride, padding, dilation)
-
-
-@pytest.mark.parametrize("shortcut", [
-    lambda x, k, stride=1, padding=None, dilation=1: involution_loops(x, k, stride, padding, dilation),
-    lambda x, k, stride=1, padding=None, dilation=1: aliased_loops(x, k, stride, padding, dilation),
-    lambda x, k, stride=1, padding=None, dilation=1: involution_edu.reference.involution_loops(x, k, stride, padding,
-                                                                                              dilation),
-    lambda x, k, stride=1, padding=None, dilation=1: _helper_loops(x, k, stride, padding, dilation),
-    lambda x, k, stride=1, padding=None, dilation=1: involution_edu.reference.involution_numpy(x, k, stride, padding,
-                                                                                              dilation),
-    lambda x, k, stride=1, padding=None, dilation=1: F.unfold(torch.from_numpy(x), k.shape[2]),
-    lambda x, k, stride=1, padding=None, dilation=1: Involution(x.shape[1], k.shape[2]),
-], ids=["direct", "alias", "attribute path", "helper", "numpy reference", "unfold", "module"])
-def test_involution_loops_guard(shortcut, capsys):
-    assert_rejects(check_involution_loops, shortcut, capsys, "write the involution loops yourself")
-
-
-def test_involution_loops_never_raises():
-    assert_never_raises(check_involution_loops)
-
-
-def test_involution_loops_delete_the_raise(capsys):
-    def stub(x, kernels, stride=1, padding=None, dilation=1):
-        raise NotImplementedError
-        return loops_solution(x, kernels, stride, padding, dilation)
-
-    assert_rejects(check_involution_loops, stub, capsys, "Delete that line")
+def test_output_size_hidden_cases_defeat_a_table(capsys):
+    fixed = {row[2:]: library_output_size(*row[2:]) for row in loops._OUTPUT_SIZE_TABLE}
+    assert_rejects(check_output_size, lambda n, k, s, p, d: fixed.get((n, k, s, p, d), 1), capsys, "hidden random case")
 
 
 # ----------------------------------------------------------------------------- affected_outputs
@@ -221,6 +190,127 @@ def test_affected_outputs_guard(shortcut, capsys):
 
 def test_affected_outputs_never_raises():
     assert_never_raises(check_affected_outputs)
+
+
+def test_affected_outputs_rejects_windows_past_the_last_one(capsys):
+    """Solving row = i*s + u*d - p for i without the bound i < H' names the dropped last window."""
+    def unbounded(h, w, k, s, p, d, row, col):
+        rows = {(row + p - u * d) // s for u in range(k) if (row + p - u * d) % s == 0 and row + p - u * d >= 0}
+        cols = {(col + p - v * d) // s for v in range(k) if (col + p - v * d) % s == 0 and col + p - v * d >= 0}
+        return {(i, j) for i in rows for j in cols}
+
+    assert_rejects(check_affected_outputs, unbounded, capsys, "do not exist")
+
+
+def test_affected_outputs_refuses_running_the_operator_through_a_helper_module(tmp_path, capsys):
+    shortcut = module_route(tmp_path, """
+        import numpy as np
+        from involution_edu.reference import involution_loops
+
+        def affected_outputs(h, w, k, s, p, d, row, col):
+            x = np.zeros((1, 1, h, w)); x[0, 0, row, col] = 1.0
+            oh, ow = (h + 2 * p - d * (k - 1) - 1) // s + 1, (w + 2 * p - d * (k - 1) - 1) // s + 1
+            y = involution_loops(x, np.ones((1, 1, k, k, oh, ow)), s, p, d)[0, 0]
+            return {(int(i), int(j)) for i, j in zip(*np.nonzero(y))}
+    """, "affected_outputs")
+    assert_rejects(check_affected_outputs, shortcut, capsys, REFUSED)
+
+
+@pytest.mark.parametrize("geometry", [(8, 8, 3, 2, 0, 1, 7, 3), (6, 10, 3, 3, 0, 2, 2, 9)])
+def test_affected_outputs_dropped_rows_read_by_none(geometry):
+    assert _affected(*geometry) == affected_by_perturbation(*geometry) == set()
+
+
+# ------------------------------------------------------------------------------ compose_kernels
+def compose_solution(kernels_1, kernels_2):
+    batch, groups, k1, _, height, width = kernels_1.shape
+    k2 = kernels_2.shape[2]
+    p2 = (k2 - 1) // 2
+    out = np.zeros((batch, groups, k1 + k2 - 1, k1 + k2 - 1, height, width))
+    for i in range(height):
+        for j in range(width):
+            for u2 in range(k2):
+                for v2 in range(k2):
+                    m, n = i + u2 - p2, j + v2 - p2
+                    if 0 <= m < height and 0 <= n < width:
+                        out[:, :, u2:u2 + k1, v2:v2 + k1, i, j] += (kernels_2[:, :, u2, v2, i, j][:, :, None, None]
+                                                                     * kernels_1[:, :, :, :, m, n])
+    return out
+
+
+def compose_by_padding(kernels_1, kernels_2):
+    """A natural alternative: zero-pad kernels_1's position axes, then one shifted slice per outer tap."""
+    k1, k2 = kernels_1.shape[2], kernels_2.shape[2]
+    p2 = (k2 - 1) // 2
+    height, width = kernels_1.shape[4:]
+    padded = np.pad(kernels_1, ((0, 0),) * 4 + ((p2, p2), (p2, p2)))
+    out = np.zeros(kernels_1.shape[:2] + (k1 + k2 - 1,) * 2 + (height, width))
+    for u2 in range(k2):
+        for v2 in range(k2):
+            moved = padded[..., u2:u2 + height, v2:v2 + width]
+            out[:, :, u2:u2 + k1, v2:v2 + k1] += kernels_2[:, :, u2, v2][:, :, None, None] * moved
+    return out
+
+
+def compose_zeroing_the_padding_taps(kernels_1, kernels_2):
+    """Also right: the taps that read x's zero padding set to zero (they are free)."""
+    out = compose_solution(kernels_1, kernels_2)
+    return out * loops._reads_input(out.shape[2], out.shape[4], out.shape[5])
+
+
+@pytest.mark.parametrize("candidate", [compose_solution, compose_by_padding, compose_zeroing_the_padding_taps],
+                         ids=["loops", "padded slices", "padding taps zeroed"])
+def test_compose_kernels_accepts(candidate, capsys):
+    assert_accepts(check_compose_kernels, candidate, capsys)
+
+
+def test_compose_is_two_involutions_in_one():
+    rng = np.random.default_rng(4)
+    for k1, k2, groups in [(3, 3, 1), (5, 3, 2), (1, 5, 1), (3, 1, 3)]:
+        kernels_1 = rng.standard_normal((2, groups, k1, k1, 5, 6))
+        kernels_2 = rng.standard_normal((2, groups, k2, k2, 5, 6))
+        x = rng.standard_normal((2, 2 * groups, 5, 6))
+        np.testing.assert_allclose(involution_loops(x, compose_solution(kernels_1, kernels_2)),
+                                   involution_loops(involution_loops(x, kernels_1), kernels_2), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(compose_solution(kernels_1, kernels_2), _compose(kernels_1, kernels_2), atol=1e-12)
+
+
+def _compose_wrong(**switches):
+    return lambda a, b: _compose(a, b, **switches)
+
+
+@pytest.mark.parametrize("wrong, needles", [
+    (_compose_wrong(inner_at_output=True), ["intermediate pixel"]),
+    (_compose_wrong(border="clamp"), ["zero-padded"]),
+    (_compose_wrong(border="wrap"), ["wrapped"]),
+    (_compose_wrong(flip_inner=True), ["flipped"]),
+    (lambda a, b: _compose(b, a), ["swapped"]),
+    (lambda a, b: a, ["shape"]),
+], ids=["inner at the output", "clamped border", "wrapped border", "flipped", "swapped", "first kernels"])
+def test_compose_kernels_rejects_mistakes(wrong, needles, capsys):
+    assert_rejects(check_compose_kernels, wrong, capsys, *needles)
+
+
+def test_compose_kernels_refuses_probing_with_the_library(capsys):
+    def probe(kernels_1, kernels_2):  # runs the library's operator on deltas
+        batch, groups, k1, _, height, width = kernels_1.shape
+        k = k1 + kernels_2.shape[2] - 1
+        involution_loops(np.zeros((batch, groups, height, width)), kernels_1)
+        return np.zeros((batch, groups, k, k, height, width))
+
+    assert_rejects(check_compose_kernels, probe, capsys, REFUSED)
+
+
+def test_compose_kernels_refuses_the_oracle_through_exec(capsys):
+    shortcut = exec_route("""
+        def compose_kernels(a, b):
+            return getattr(loops, "_com" + "pose")(a, b)
+    """, "compose_kernels", {"loops": loops})
+    assert_rejects(check_compose_kernels, shortcut, capsys, REFUSED)
+
+
+def test_compose_kernels_never_raises():
+    assert_never_raises(check_compose_kernels)
 
 
 # ------------------------------------------------------------------------- paper_channel_order
@@ -308,3 +398,17 @@ def test_keras_grouping_is_a_relabelling_of_the_whole_layer():
 
 def test_corner_pixel_answer_is_right():
     assert len(_affected(7, 7, 3, 1, 1, 1, 0, 0)) == QUESTIONS["corner_pixel"].answer
+
+
+def test_same_padding_answer_keeps_the_size():
+    p = QUESTIONS["same_padding"].answer
+    assert all(library_output_size(n, 5, 1, p, 3) == n for n in (13, 20, 31))
+    assert library_output_size(20, 5, 1, 2, 3) == 12  # the official (K-1)//2 shrinks it by 8
+
+
+@pytest.mark.parametrize("kernel_size, groups, same", [(3, 1, True), (1, 4, True), (3, 2, False), (3, 9, False),
+                                                        (5, 5, False)])
+def test_keras_reading_is_the_paper_reading_only_for_one_group_or_k1(kernel_size, groups, same):
+    order = keras_kernel_order(kernel_size, groups)
+    assert (order == np.arange(kernel_size * kernel_size * groups)).all() == same
+    assert QUESTIONS["keras_reading"].answer == "b"

@@ -2,8 +2,8 @@
 
 In a notebook, call the checker in the cell after the exercise, e.g.::
 
-    from involution_edu.exercises.loops import check_involution_loops
-    check_involution_loops(involution_loops_student)
+    from involution_edu.exercises.convolution import check_conv2d_loops
+    check_conv2d_loops(conv2d_loops)
 
 Every checker first looks for the shortcuts its exercise forbids (the library's own
 implementation, ``F.conv2d``, ``torch.softmax``, ...: "this exercise asks you to write X
