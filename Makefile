@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[test,triton,site]"
+	$(BIN)/python -m pip install --quiet -e ".[test,triton,site,instructor]"
 	touch $@
 
 setup: $(VENV)/.installed

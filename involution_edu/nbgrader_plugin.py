@@ -91,5 +91,5 @@ def student_preprocessors() -> list:
 
 def generate_assignment_preprocessors() -> list:
     """nbgrader's ``GenerateAssignment.preprocessors`` with :class:`CourseClearSolutions` for ``ClearSolutions``."""
-    default = GenerateAssignment.class_traits()["preprocessors"].default_value
+    default = GenerateAssignment.class_traits()["preprocessors"].default()
     return [CourseClearSolutions if pp is ClearSolutions else pp for pp in default]
