@@ -231,3 +231,229 @@ def test_rednet50_unfold_total_includes_the_stem():
 # ------------------------------------------------------------------------------------ questions
 
 
+
+
+# ------------------------------------------------------------------------------ harness helpers
+# tests/checker_harness.py provides these (FRAMEWORK_API.md); the local versions below are used only where the
+# harness does not have them yet, and do the same.
+import importlib.util as _importlib_util
+import uuid as _uuid
+
+import checker_harness as _harness
+from involution_edu.exercises.framework import short_time_limits as _short_time_limits
+
+
+def _exec_route(source, name, extra_globals=None):
+    namespace = dict(extra_globals or {})
+    exec(compile(source, "<string>", "exec"), namespace)  # noqa: S102 - the route under test
+    return namespace[name]
+
+
+def _module_route(tmp_path, source, name):
+    module_name = f"learner_helper_{_uuid.uuid4().hex[:8]}"
+    path = tmp_path / f"{module_name}.py"
+    path.write_text(source)
+    spec = _importlib_util.spec_from_file_location(module_name, path)
+    module = _importlib_util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+def _assert_times_out(checker, candidate, capsys):
+    with _short_time_limits(case=0.5, total=2.0):
+        result = checker(candidate)
+    out = capsys.readouterr().out
+    assert not result, out
+    assert "ran for more than" in out, out
+    return out
+
+
+def _assert_names_side_effect(checker, candidate, capsys, *needles):
+    result = checker(candidate)
+    out = capsys.readouterr().out
+    assert not result, out
+    assert "changed its input" in out, out
+    for needle in needles:
+        assert needle in out, (needle, out)
+    return out
+
+
+exec_route = getattr(_harness, "exec_route", _exec_route)
+module_route = getattr(_harness, "module_route", _module_route)
+assert_times_out = getattr(_harness, "assert_times_out", _assert_times_out)
+assert_names_side_effect = getattr(_harness, "assert_names_side_effect", _assert_names_side_effect)
+
+
+def endless(*args, **kwargs):
+    """A learner's loop that never ends (`k + 2` where `k += 2` was meant)."""
+    k = 0
+    while k < 10:
+        k + 2
+
+
+# ------------------------------------------------------------------------------ routes, time limits, side effects
+def unfold_with_module(x, kernels, stride=1, padding=None, dilation=1):
+    """A natural alternative: nn.Unfold and einsum instead of F.unfold and a broadcast product."""
+    batch, channels = x.shape[:2]
+    groups, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
+    padding = dilation * (k - 1) // 2 if padding is None else padding
+    columns = torch.nn.Unfold(k, dilation=dilation, padding=padding, stride=stride)(x)
+    columns = columns.view(batch, groups, channels // groups, k * k, out_h, out_w)
+    out = torch.einsum("bgntij,bgtij->bgnij", columns, kernels.reshape(batch, groups, k * k, out_h, out_w))
+    return out.reshape(batch, channels, out_h, out_w)
+
+
+def test_involution_unfold_accepts_alternatives(capsys):
+    assert_accepts(check_involution_unfold, unfold_with_module, capsys)
+
+
+ROUTE_SOURCE = """
+import involution_edu
+def involution_unfold_student(x, kernels, stride=1, padding=None, dilation=1):
+    return getattr(involution_edu, "involution_" + "unfold")(x, kernels, stride, padding, dilation)
+"""
+
+
+def test_involution_unfold_refuses_run_time_routes(tmp_path, capsys):
+    assert_rejects(check_involution_unfold, exec_route(ROUTE_SOURCE, "involution_unfold_student"), capsys, "involution")
+    assert_rejects(check_involution_unfold, module_route(tmp_path, ROUTE_SOURCE, "involution_unfold_student"), capsys,
+                   "involution")
+    custom_op = exec_route("""
+import torch, involution_edu.ops
+def involution_unfold_student(x, kernels, stride=1, padding=None, dilation=1):
+    op = getattr(torch.ops, "involution" + "_edu").involution
+    padding = dilation * (kernels.shape[2] - 1) // 2 if padding is None else padding
+    return op(x, kernels, stride, padding, dilation, "eager")
+""", "involution_unfold_student")
+    assert_rejects(check_involution_unfold, custom_op, capsys, "involution")
+    eager = exec_route("""
+import involution_edu.ops as ops
+def involution_unfold_student(x, kernels, stride=1, padding=None, dilation=1):
+    padding = dilation * (kernels.shape[2] - 1) // 2 if padding is None else padding
+    return ops._eager_forward(x, kernels, stride, padding, dilation)
+""", "involution_unfold_student")
+    assert_rejects(check_involution_unfold, eager, capsys, "_eager_forward")
+
+
+def test_involution_unfold_refuses_the_oracle_variant(capsys):
+    import involution_edu.exercises.vectorize as checkers
+
+    oracle = exec_route("""
+def involution_unfold_student(x, kernels, stride=1, padding=None, dilation=1):
+    import torch
+    variant = getattr(checkers, "_unfold" + "_variant")
+    return torch.from_numpy(variant(x.numpy(), kernels.numpy(), stride, padding, dilation))
+""", "involution_unfold_student", {"checkers": checkers})
+    assert_rejects(check_involution_unfold, oracle, capsys, "✗")
+
+
+def test_involution_unfold_time_limit(capsys):
+    assert_times_out(check_involution_unfold, endless, capsys)
+
+
+def test_involution_unfold_names_a_side_effect(capsys):
+    solution = make_unfold()
+
+    def changes_x(x, kernels, stride=1, padding=None, dilation=1):
+        out = solution(x, kernels, stride, padding, dilation)
+        x[0, 0, 0, 0] = 5.0
+        return out
+
+    assert_names_side_effect(check_involution_unfold, changes_x, capsys, "changed its input")
+
+
+def test_expose_bug_smallest_alternatives(capsys):
+    def one_pixel():  # C = 4, G = 2, K = 1 on a single pixel: the smallest inputs of all
+        x = torch.arange(1.0, 5.0, dtype=torch.float64).view(1, 4, 1, 1)
+        kernels = torch.tensor([1.0, -1.0], dtype=torch.float64).view(1, 2, 1, 1, 1, 1)
+        return x, kernels
+
+    assert_accepts(check_expose_bug, one_pixel, capsys)
+
+
+@pytest.mark.parametrize("channels, groups", [(6, 2), (6, 3), (8, 4), (16, 4)])
+def test_expose_bug_asks_for_the_fewest_channels(channels, groups, capsys):
+    def more_channels():
+        generator = torch.Generator().manual_seed(0)
+        return (torch.randn(1, channels, 4, 4, generator=generator, dtype=torch.float64),
+                torch.randn(1, groups, 3, 3, 4, 4, generator=generator, dtype=torch.float64))
+
+    assert_rejects(check_expose_bug, more_channels, capsys, "more channels than needed")
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("where", ["x", "kernels"])
+def test_expose_bug_refuses_non_finite_inputs(poison, where, capsys):
+    def non_finite():
+        x, kernels = _pair()
+        (x if where == "x" else kernels)[0, 0, 0, 0] = poison
+        return x, kernels
+
+    assert_rejects(check_expose_bug, non_finite, capsys, "finite")
+
+
+def test_expose_bug_refuses_overflowing_inputs(capsys):
+    def overflowing():  # finite inputs whose products overflow to inf
+        x, kernels = _pair()
+        return x * 1e200, kernels * 1e200
+
+    assert_rejects(check_expose_bug, overflowing, capsys, "finite")
+
+
+def test_expose_bug_time_limit(capsys):
+    # expose_bug takes no input, so there are no random cases and no input to change; the time limit still holds
+    assert_times_out(check_expose_bug, endless, capsys)
+
+
+def total_with_output_size(layers, batch, bytes_per_element=4):
+    """A natural alternative reusing notebook 02's output_size (imported in notebook 03)."""
+    from involution_edu.shapes import output_size
+
+    return sum(batch * c * k * k * output_size(h, k, s, (k - 1) // 2) * output_size(w, k, s, (k - 1) // 2)
+               for c, h, w, k, s in layers) * bytes_per_element
+
+
+def test_total_accepts_the_notebooks_helper(capsys):
+    assert_accepts(check_unfold_total_bytes, total_with_output_size, capsys)
+
+
+def test_total_refuses_a_memorised_table(capsys):
+    """The fixed cases' answers looked up by their inputs: the random cases catch it."""
+    table = {}
+    for layers, batch, nbytes in [([(16, 10, 10, 3, 1)], 1, 4), ([(8, 12, 9, 5, 1), (4, 6, 6, 3, 1)], 4, 8),
+                                  ([(128, 56, 56, 7, 2)], 8, 4), ([(64, 7, 7, 7, 2)], 2, 4),
+                                  ([(32, 14, 14, 1, 1)], 4, 2)]:
+        table[(tuple(layers), batch, nbytes)] = unfold_total_bytes_reference(layers, batch, nbytes)
+
+    def memorised(layers, batch, bytes_per_element=4):
+        key = (tuple(layers), batch, bytes_per_element)
+        return table.get(key, total_with_output_size(layers, batch, bytes_per_element) if len(layers) > 10 else 0)
+
+    assert_rejects(check_unfold_total_bytes, memorised, capsys, "random case")
+
+
+def test_total_refuses_building_the_tensors(tmp_path, capsys):
+    source = """
+import torch
+def unfold_total_bytes(layers, batch, bytes_per_element=4):
+    unfold = getattr(torch.nn.functional, "un" + "fold")
+    total = 0
+    for c, h, w, k, s in layers:
+        total += unfold(torch.empty(batch, c, h, w, device="meta"), k, padding=(k - 1) // 2, stride=s).numel()
+    return total * bytes_per_element
+"""
+    assert_rejects(check_unfold_total_bytes, exec_route(source, "unfold_total_bytes"), capsys, "unfold")
+    assert_rejects(check_unfold_total_bytes, module_route(tmp_path, source, "unfold_total_bytes"), capsys, "unfold")
+
+
+def test_total_time_limit(capsys):
+    assert_times_out(check_unfold_total_bytes, endless, capsys)
+
+
+def test_total_names_a_side_effect(capsys):
+    def pops_the_stem(layers, batch, bytes_per_element=4):
+        total = total_with_output_size(layers, batch, bytes_per_element)
+        layers.clear()
+        return total
+
+    assert_names_side_effect(check_unfold_total_bytes, pops_the_stem, capsys, "changed its input")

@@ -68,7 +68,8 @@ def _check(title: str, candidate: Callable[..., object], cases: Sequence[Case], 
         return run_cases(title, candidate, cases, rule=rule, random_cases=random_cases)
     if random_cases is not None:
         cases = list(cases) + list(random_cases(np.random.default_rng()))
-    return run_cases(title, candidate, cases, forbidden=tuple(fallback) + tuple(forbid), what=what)
+    names = tuple(item for item in forbid if not isinstance(item, str))  # dotted names: the Rule's only
+    return run_cases(title, candidate, cases, forbidden=tuple(fallback) + names, what=what)
 
 
 _LIBRARY_OPERATORS = (
