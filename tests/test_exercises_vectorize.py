@@ -457,3 +457,30 @@ def test_total_names_a_side_effect(capsys):
         return total
 
     assert_names_side_effect(check_unfold_total_bytes, pops_the_stem, capsys, "changed its input")
+
+
+@pytest.mark.parametrize("source", [
+    """
+import torch
+def unfold_total_bytes(layers, batch, bytes_per_element=4):
+    total = 0
+    for c, h, w, k, s in layers:
+        columns = torch._C._nn.im2col(torch.zeros(batch, c, h, w), (k, k), (1, 1), ((k - 1) // 2, (k - 1) // 2), (s, s))
+        total += columns.numel()
+    return total * bytes_per_element
+""" + "#im2col",
+    """
+import numpy as np
+def unfold_total_bytes(layers, batch, bytes_per_element=4):
+    total = 0
+    for c, h, w, k, s in layers:
+        p = (k - 1) // 2
+        windows = np.lib.stride_tricks.sliding_window_view(np.zeros((batch, c, h + 2 * p, w + 2 * p)), (k, k),
+                                                           axis=(2, 3))[:, :, ::s, ::s]
+        total += windows.size
+    return total * bytes_per_element
+""" + "#sliding_window_view",
+])
+def test_total_refuses_im2col_and_window_views(source, capsys):
+    source, needle = source.rsplit("#", 1)  # each route's source, then what the verdict must name
+    assert_rejects(check_unfold_total_bytes, exec_route(source, "unfold_total_bytes"), capsys, "yourself", needle)
