@@ -238,7 +238,7 @@ def test_conv2d_loops_refuses_a_table_of_the_fixed_answers(capsys):
                 return answer
         return np.zeros((1,))
 
-    assert_rejects(check_conv2d_loops, memorised, capsys, "hidden random case")
+    assert_rejects(check_conv2d_loops, memorised, capsys, "random case")
 
 
 # -------------------------------------------------------------------------------- widest_kernel
@@ -349,7 +349,7 @@ def test_widest_kernel_hidden_cases_defeat_a_table(capsys):
     answers = {}
     check_widest_kernel(lambda c, b, r, gc: answers.setdefault((c, b, r, gc), make_widest()(c, b, r, gc)))
     fixed = dict(list(answers.items())[:9])
-    assert_rejects(check_widest_kernel, lambda c, b, r, gc: fixed.get((c, b, r, gc), 7), capsys, "hidden random case")
+    assert_rejects(check_widest_kernel, lambda c, b, r, gc: fixed.get((c, b, r, gc), -1), capsys, "random case")
 
 
 def test_count_formula_matches_module():
@@ -494,3 +494,37 @@ def test_largest_term_claim():
     w0, w1 = layer.conv1.conv.weight.numel(), layer.conv2.conv.weight.numel()
     assert QUESTIONS["largest_term"].answer == "a" and w0 > w1 > layer.conv2.conv.bias.numel()
     assert Involution(256, 5).conv2.conv.weight.numel() > w0  # from K = 5 on, W1 wins
+
+
+# ------------------------------------------------------------------ time limits and side effects
+def _endless(*args, **kwargs):
+    k = 1
+    while k != 10:  # `k + 2` where `k += 2` was meant would hang; this one never reaches 10 either
+        k += 2
+    return k
+
+
+@pytest.mark.parametrize("checker", [check_conv2d_loops, check_widest_kernel, check_depthwise_as_involution],
+                         ids=["conv2d_loops", "widest_kernel", "depthwise_as_involution"])
+def test_an_endless_loop_gets_a_time_limit_verdict(checker, capsys, monkeypatch):
+    monkeypatch.setenv("INVOLUTION_EDU_CASE_TIME_LIMIT", "0.5")
+    monkeypatch.setenv("INVOLUTION_EDU_TOTAL_TIME_LIMIT", "2")
+    assert_rejects(checker, _endless, capsys, "ran for more than", "endless loop")
+
+
+def test_conv2d_loops_names_an_overwritten_input(capsys):
+    def conv_in_place(x, weight, stride=1, padding=0):
+        out = make_conv()(x, weight, stride, padding)
+        x[...] = 0.0  # "free the memory"
+        return out
+
+    assert_rejects(check_conv2d_loops, conv_in_place, capsys, "changed its input", "x")
+
+
+def test_depthwise_names_an_overwritten_weight(capsys):
+    def depthwise_in_place(weight, batch, height, width, stride, padding):
+        kernels = np.array(make_depthwise()(weight, batch, height, width, stride, padding))
+        weight *= 0.0
+        return kernels
+
+    assert_rejects(check_depthwise_as_involution, depthwise_in_place, capsys, "changed its input")

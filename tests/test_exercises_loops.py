@@ -122,12 +122,31 @@ def test_output_size_each_mistake_is_named_by_its_own_message(mistake):
 
 def test_output_size_hidden_cases_defeat_a_table(capsys):
     fixed = {row[2:]: library_output_size(*row[2:]) for row in loops._OUTPUT_SIZE_TABLE}
-    assert_rejects(check_output_size, lambda n, k, s, p, d: fixed.get((n, k, s, p, d), 1), capsys, "hidden random case")
+    assert_rejects(check_output_size, lambda n, k, s, p, d: fixed.get((n, k, s, p, d), 1), capsys, "random case")
 
 
 # ----------------------------------------------------------------------------- affected_outputs
+# The learner-side copies below build the candidates: the checker refuses calls into the library
+# (its oracles included), so a test's wrong answer must be written outside it, as a learner would.
+def affected_local(height: int, width: int, k: int, stride: int, padding: int, dilation: int, row: int, col: int,
+              *, mirrored: bool = False, ignore_stride: bool = False, ignore_dilation: bool = False,
+              ignore_padding: bool = False, no_last_window: bool = False) -> Set[Tuple[int, int]]:
+    """Output positions whose window reads ``(row, col)``: ``row = i*s + u*d - p`` for some tap ``u``."""
+    s = 1 if ignore_stride else stride
+    d = 1 if ignore_dilation else dilation
+    p = 0 if ignore_padding else padding
+    out_h = library_output_size(height, k, stride, padding, dilation)
+    out_w = library_output_size(width, k, stride, padding, dilation)
+    if no_last_window:  # every i with i*s - p inside the input, as if partial windows were kept
+        out_h, out_w = (height + padding - 1) // stride + 1, (width + padding - 1) // stride + 1
+    sign = -1 if mirrored else 1
+    rows = {i for i in range(out_h) for u in range(k) if i * s + sign * (u * d - p) == row}
+    cols = {j for j in range(out_w) for v in range(k) if j * s + sign * (v * d - p) == col}
+    return {(i, j) for i in sorted(rows) for j in sorted(cols)}
+
+
 def affected_solution(height, width, kernel_size, stride, padding, dilation, row, col):
-    return _affected(height, width, kernel_size, stride, padding, dilation, row, col)
+    return affected_local(height, width, kernel_size, stride, padding, dilation, row, col)
 
 
 def affected_by_perturbation(height, width, k, stride, padding, dilation, row, col):
@@ -148,7 +167,7 @@ def affected_by_perturbation(height, width, k, stride, padding, dilation, row, c
     (13, 11, 5, 2, 0, 2, 8, 6), (9, 8, 7, 1, 3, 1, 8, 7), (9, 9, 3, 2, 2, 2, 4, 5),
 ])
 def test_affected_outputs_reference_matches_perturbation(geometry):
-    assert _affected(*geometry) == affected_by_perturbation(*geometry)
+    assert _affected(*geometry) == affected_by_perturbation(*geometry) == affected_local(*geometry)
 
 
 def test_affected_outputs_accepts_solution(capsys):
@@ -156,7 +175,7 @@ def test_affected_outputs_accepts_solution(capsys):
 
 
 def _affected_wrong(**switches):
-    return lambda h, w, k, s, p, d, row, col: _affected(h, w, k, s, p, d, row, col, **switches)
+    return lambda h, w, k, s, p, d, row, col: affected_local(h, w, k, s, p, d, row, col, **switches)
 
 
 @pytest.mark.parametrize("wrong, needles", [
@@ -164,7 +183,7 @@ def _affected_wrong(**switches):
     (_affected_wrong(ignore_stride=True), ["left out the stride"]),
     (_affected_wrong(ignore_dilation=True), ["left out the dilation"]),
     (_affected_wrong(ignore_padding=True), ["left out the padding"]),
-    (lambda h, w, k, s, p, d, row, col: sorted(_affected(h, w, k, s, p, d, row, col)), ["expected"]),
+    (lambda h, w, k, s, p, d, row, col: sorted(affected_local(h, w, k, s, p, d, row, col)), ["expected"]),
     (lambda h, w, k, s, p, d, row, col: {(row, col)}, ["9 outputs"]),
     (lambda h, w, k, s, p, d, row, col: {(i, j) for i in range(row - 1, row + 2) for j in range(col - 1, col + 2)},
      ["corner"]),
@@ -222,6 +241,51 @@ def test_affected_outputs_dropped_rows_read_by_none(geometry):
 
 
 # ------------------------------------------------------------------------------ compose_kernels
+def shift_local(kernels: np.ndarray, du: int, dv: int, border: str) -> np.ndarray:
+    """``moved[..., i, j] = kernels[..., i + du, j + dv]``; outside the map: 0 (or clamped / wrapped)."""
+    height, width = kernels.shape[-2:]
+    rows, cols = np.arange(height) + du, np.arange(width) + dv
+    if border == "wrap":
+        return kernels[..., rows % height, :][..., cols % width]
+    moved = kernels[..., np.clip(rows, 0, height - 1), :][..., np.clip(cols, 0, width - 1)]
+    if border == "clamp":
+        return moved
+    inside = ((rows >= 0) & (rows < height))[:, None] & ((cols >= 0) & (cols < width))[None, :]
+    return moved * inside
+
+
+def compose_local(inner: np.ndarray, outer: np.ndarray, *, inner_at_output: bool = False, border: str = "zero",
+             flip_inner: bool = False) -> np.ndarray:
+    """Kernels of one involution equal to ``inner`` then ``outer`` (stride 1, 'same' padding each).
+
+    ``inner (B, G, K1, K1, H, W)``, ``outer (B, G, K2, K2, H, W)`` -> ``(B, G, K1+K2-1, K1+K2-1, H, W)``:
+    ``out[a, e, i, j] = sum_{u2, v2} outer[u2, v2, i, j] * inner[a - u2, e - v2, i + u2 - p2, j + v2 - p2]``,
+    the inner kernel taken at the intermediate pixel the outer tap reads (zero outside the map).
+    """
+    batch, groups, k1, _, height, width = inner.shape
+    k2 = outer.shape[2]
+    p2 = (k2 - 1) // 2
+    k = k1 + k2 - 1
+    if flip_inner:
+        inner = inner[:, :, ::-1, ::-1]
+    out = np.zeros((batch, groups, k, k, height, width))
+    for u2 in range(k2):
+        for v2 in range(k2):
+            moved = inner if inner_at_output else shift_local(inner, u2 - p2, v2 - p2, border)
+            out[:, :, u2 : u2 + k1, v2 : v2 + k1] += outer[:, :, u2, v2][:, :, None, None] * moved
+    return out
+
+
+def reads_input_local(k: int, height: int, width: int) -> np.ndarray:
+    """``(K, K, H, W)`` mask: tap ``(a, e)`` of output ``(i, j)`` reads a pixel of x (not its zero padding)."""
+    p = (k - 1) // 2
+    a, i = np.arange(k)[:, None], np.arange(height)[None, :]
+    rows = (i + a - p >= 0) & (i + a - p < height)  # (K, H)
+    e, j = np.arange(k)[:, None], np.arange(width)[None, :]
+    cols = (j + e - p >= 0) & (j + e - p < width)  # (K, W)
+    return rows[:, None, :, None] & cols[None, :, None, :]
+
+
 def compose_solution(kernels_1, kernels_2):
     batch, groups, k1, _, height, width = kernels_1.shape
     k2 = kernels_2.shape[2]
@@ -255,7 +319,7 @@ def compose_by_padding(kernels_1, kernels_2):
 def compose_zeroing_the_padding_taps(kernels_1, kernels_2):
     """Also right: the taps that read x's zero padding set to zero (they are free)."""
     out = compose_solution(kernels_1, kernels_2)
-    return out * loops._reads_input(out.shape[2], out.shape[4], out.shape[5])
+    return out * reads_input_local(out.shape[2], out.shape[4], out.shape[5])
 
 
 @pytest.mark.parametrize("candidate", [compose_solution, compose_by_padding, compose_zeroing_the_padding_taps],
@@ -273,10 +337,11 @@ def test_compose_is_two_involutions_in_one():
         np.testing.assert_allclose(involution_loops(x, compose_solution(kernels_1, kernels_2)),
                                    involution_loops(involution_loops(x, kernels_1), kernels_2), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(compose_solution(kernels_1, kernels_2), _compose(kernels_1, kernels_2), atol=1e-12)
+        np.testing.assert_allclose(compose_local(kernels_1, kernels_2), _compose(kernels_1, kernels_2), atol=1e-12)
 
 
 def _compose_wrong(**switches):
-    return lambda a, b: _compose(a, b, **switches)
+    return lambda a, b: compose_local(a, b, **switches)
 
 
 @pytest.mark.parametrize("wrong, needles", [
@@ -284,7 +349,7 @@ def _compose_wrong(**switches):
     (_compose_wrong(border="clamp"), ["zero-padded"]),
     (_compose_wrong(border="wrap"), ["wrapped"]),
     (_compose_wrong(flip_inner=True), ["flipped"]),
-    (lambda a, b: _compose(b, a), ["swapped"]),
+    (lambda a, b: compose_local(b, a), ["swapped"]),
     (lambda a, b: a, ["shape"]),
 ], ids=["inner at the output", "clamped border", "wrapped border", "flipped", "swapped", "first kernels"])
 def test_compose_kernels_rejects_mistakes(wrong, needles, capsys):
@@ -412,3 +477,39 @@ def test_keras_reading_is_the_paper_reading_only_for_one_group_or_k1(kernel_size
     order = keras_kernel_order(kernel_size, groups)
     assert (order == np.arange(kernel_size * kernel_size * groups)).all() == same
     assert QUESTIONS["keras_reading"].answer == "b"
+
+
+def test_affected_outputs_accepts_the_library_output_size_built_in_exercise_1(capsys):
+    def affected_outputs(h, w, k, s, p, d, row, col):
+        out_h, out_w = library_output_size(h, k, s, p, d), library_output_size(w, k, s, p, d)
+        rows = {i for i in range(out_h) for u in range(k) if i * s + u * d - p == row}
+        cols = {j for j in range(out_w) for v in range(k) if j * s + v * d - p == col}
+        return {(i, j) for i in rows for j in cols}
+
+    assert_accepts(check_affected_outputs, affected_outputs, capsys)
+
+
+# ------------------------------------------------------------------ time limits and side effects
+def _endless(*args, **kwargs):
+    k = 1
+    while k != 10:  # `k + 2` where `k += 2` was meant would hang; this one never reaches 10 either
+        k += 2
+    return k
+
+
+@pytest.mark.parametrize("checker", [check_output_size, check_affected_outputs, check_compose_kernels,
+                                     check_paper_channel_order],
+                         ids=["output_size", "affected_outputs", "compose_kernels", "paper_channel_order"])
+def test_an_endless_loop_gets_a_time_limit_verdict(checker, capsys, monkeypatch):
+    monkeypatch.setenv("INVOLUTION_EDU_CASE_TIME_LIMIT", "0.5")
+    monkeypatch.setenv("INVOLUTION_EDU_TOTAL_TIME_LIMIT", "2")
+    assert_rejects(checker, _endless, capsys, "ran for more than", "endless loop")
+
+
+def test_compose_kernels_names_an_overwritten_input(capsys):
+    def compose_in_place(kernels_1, kernels_2):
+        out = compose_solution(kernels_1, kernels_2)
+        kernels_2[...] = 0.0
+        return out
+
+    assert_rejects(check_compose_kernels, compose_in_place, capsys, "changed its input")

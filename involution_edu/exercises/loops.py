@@ -50,9 +50,10 @@ __all__ = [
     "QUESTIONS",
 ]
 
-#: What the exercises of this notebook may not call: any torch op, any convolution, any
-#: sliding-window view or unfold, and every implementation of the operator.
-_FAMILIES = ("torch", "convolution", "unfold", "involution")
+#: What the exercises of this notebook may not call: any convolution, any sliding-window view or
+#: unfold, and every implementation of the operator (the library, its oracles included, by default).
+#: Plain torch arithmetic is allowed: no torch op other than these computes an answer here.
+_FAMILIES = ("convolution", "unfold", "involution")
 #: The old name-based guard, used only until the run-time guard (framework.Rule) is available.
 _OPERATOR_NAMES = (reference.involution_loops, reference.involution_numpy, ".involution_loops", ".involution_numpy",
                    ".involution_unfold", ".involution", ".unfold", ".Unfold", ".conv2d", ".convolution")
@@ -236,9 +237,10 @@ def check_affected_outputs(affected_outputs: Callable[..., object]):
     pixel ``(row, col)``: those with ``row = i*s + u*d - p`` and ``col = j*s + v*d - p`` for some
     taps ``u, v`` in ``0..K-1`` and ``0 <= i < H'``, ``0 <= j < W'``. With fixed kernels these are
     exactly the outputs that change when that pixel changes (the tests confirm it by perturbing
-    the pixel). Running the operator (any implementation, any torch op) is forbidden: the point
-    is to derive the positions. Cases include pixels in the rows and columns that the last,
-    partial window drops (no output reads them).
+    the pixel). Running the operator (any implementation) is forbidden: the point is to derive
+    the positions. The library's ``output_size`` is allowed (the learner built it in Exercise 1).
+    Cases include pixels in the rows and columns that the last, partial window drops (no output
+    reads them).
     """
     # (name, why, height, width, kernel_size, stride, padding, dilation, row, col)
     table = [
@@ -259,7 +261,7 @@ def check_affected_outputs(affected_outputs: Callable[..., object]):
     ]
     cases = [_affected_case(*row) for row in table]
     return _check("affected_outputs", affected_outputs, cases,
-                  what="the positions (derive them, do not run the operator)",
+                  what="the positions (derive them, do not run the operator)", allow=(shapes.output_size,),
                   random_cases=_random_affected_cases, fallback=_OPERATOR_NAMES)
 
 
