@@ -9,12 +9,16 @@ split (tools/execute_notebooks.py) to refresh its execution counts.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from involution_edu.nbgrader_metadata import main  # noqa: E402
+# The module needs only nbformat: load it by its path, without importing the package (and torch).
+_PATH = Path(__file__).resolve().parents[1] / "involution_edu" / "nbgrader_metadata.py"
+_SPEC = importlib.util.spec_from_file_location("_involution_edu_nbgrader_metadata", _PATH)
+_MODULE = importlib.util.module_from_spec(_SPEC)
+sys.modules[_SPEC.name] = _MODULE  # dataclasses look their module up
+_SPEC.loader.exec_module(_MODULE)
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(_MODULE.main(sys.argv[1:]))
