@@ -6,6 +6,8 @@ Everything notebook 07 needs, small enough to read in one sitting:
   three blocks, global average pooling, a linear classifier); the involution net swaps every
   block's 3x3 conv for an :class:`~involution_edu.Involution` followed by a 1x1 conv, which
   mixes channels and changes their number (involution keeps ``C_out = C_in``).
+* :func:`build_static_net` — the one-change control: the involution net with the same initial
+  weights, whose kernels are learned parameters (:class:`StaticInvolution`) instead of generated.
 * :func:`train` — a deterministic loop (seeded init and shuffling, one thread, deterministic
   algorithms) with SGD + momentum, linear warm-up then cosine decay, optional gradient-norm
   clipping, a tqdm progress bar, and a :class:`History` of losses, accuracies and gradient norms.
@@ -34,16 +36,17 @@ from .shapes import check_positive_int
 __all__ = [
     "ConvBlock",
     "InvolutionBlock",
-    "DepthwiseSeparableBlock",
+    "StaticInvolution",
     "SmallNet",
     "build_conv_net",
     "build_involution_net",
-    "build_depthwise_net",
+    "build_static_net",
     "deterministic",
     "accuracy",
     "confusion_matrix",
     "clip_gradients",
     "learning_rate",
+    "eval_mode",
     "evaluate",
     "History",
     "train",
@@ -104,25 +107,61 @@ class InvolutionBlock(nn.Module):
         return self.relu(self.bn2(self.conv(x)))
 
 
-class DepthwiseSeparableBlock(nn.Sequential):
-    """Depthwise K x K conv -> BN -> ReLU -> 1x1 conv -> BN -> ReLU: the control for :class:`InvolutionBlock`.
+class StaticInvolution(nn.Module):
+    """An involution whose kernels are *learned parameters*: the one-change control for :class:`Involution`.
 
-    ``(B, C_in, H, W) -> (B, C_out, ceil(H/s), ceil(W/s))``. The same layers in the same order
-    as the involution block, except that each channel's K x K kernel is a learned *static*
-    weight (shared by all positions and images) instead of one generated per pixel. A
-    comparison against it isolates the effect of dynamic kernels from the extra depth.
+    The aggregation is the involution's own: output channel ``c`` is the ``K x K`` window of
+    input channel ``c`` weighted by the kernel of its group ``g(c) = c // group_channels``, with
+    the same stride, padding and dilation. The only difference: the ``(G, K, K)`` kernels are
+    weights shared by every position and every image, instead of ``phi(x)`` generated at each
+    position. It is a depthwise convolution whose kernels are tied within each group.
+
+    Shapes: ``x: (B, C, H, W) -> (B, C, H', W')``, the same ``H', W'`` as the involution.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, kernel_size: int = 3) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, in_channels, kernel_size, stride=stride, padding=(kernel_size - 1) // 2,
-                      groups=in_channels, bias=False),
-            nn.BatchNorm2d(in_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(in_channels, out_channels, 1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        group_channels: int = 8,
+        dilation: int = 1,
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
+        super().__init__()
+        self.channels = check_positive_int("channels", channels)
+        self.kernel_size = check_positive_int("kernel_size", kernel_size)
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.stride = check_positive_int("stride", stride)
+        self.group_channels = check_positive_int("group_channels", group_channels)
+        self.dilation = check_positive_int("dilation", dilation)
+        if channels % group_channels != 0:
+            raise ValueError(f"channels={channels} must be divisible by group_channels={group_channels}")
+        self.groups = channels // group_channels
+        self.padding = dilation * (self.kernel_size - 1) // 2
+        bound = 1.0 / self.kernel_size  # nn.Conv2d's default for a depthwise kernel: 1 / sqrt(fan_in = K^2)
+        weight = torch.rand(self.groups, self.kernel_size, self.kernel_size, generator=generator) * (2 * bound) - bound
+        self.weight = nn.Parameter(weight)  # (G, K, K)
+
+    @classmethod
+    def like(cls, layer: Involution, generator: Optional[torch.Generator] = None) -> "StaticInvolution":
+        """A static-kernel layer with ``layer``'s channels, K, stride, groups and dilation."""
+        return cls(layer.channels, layer.kernel_size, layer.stride, layer.group_channels, layer.dilation, generator)
+
+    def kernels(self, x: torch.Tensor) -> torch.Tensor:
+        """The kernels in the involution layout, the same at every position: ``(B, G, K, K, H', W')``."""
+        out_h = (x.shape[-2] + 2 * self.padding - self.dilation * (self.kernel_size - 1) - 1) // self.stride + 1
+        out_w = (x.shape[-1] + 2 * self.padding - self.dilation * (self.kernel_size - 1) - 1) // self.stride + 1
+        return self.weight[None, :, :, :, None, None].expand(x.shape[0], -1, -1, -1, out_h, out_w)
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"groups={self.groups}, group_channels={self.group_channels}, dilation={self.dilation}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.repeat_interleave(self.group_channels, dim=0).unsqueeze(1)  # (C, 1, K, K), tied per group
+        return F.conv2d(x, weight, stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.channels)
 
 
 class SmallNet(nn.Module):
@@ -181,21 +220,26 @@ def build_involution_net(
     return SmallNet(_stem(in_channels, c1), blocks, c2, num_classes)
 
 
-def build_depthwise_net(
-    widths: Sequence[int] = (40, 70), in_channels: int = 1, num_classes: int = 10, kernel_size: int = 3, seed: int = 0
+def build_static_net(
+    widths: Sequence[int] = (32, 64),
+    in_channels: int = 1,
+    num_classes: int = 10,
+    kernel_size: int = 3,
+    reduction_ratio: int = 4,
+    group_channels: int = 8,
+    seed: int = 0,
 ) -> SmallNet:
-    """Depthwise-separable net: the involution net's skeleton with each involution replaced by a
-    depthwise ``K x K`` conv (:class:`DepthwiseSeparableBlock`): as deep, with the same 1x1 convs
-    and BNs, but static kernels. Wider by default so that parameters and multiply-adds match."""
-    c1, c2 = _check_widths(widths)
-    check_positive_int("kernel_size", kernel_size)
-    torch.manual_seed(seed)
-    blocks = [
-        DepthwiseSeparableBlock(c1, c1, kernel_size=kernel_size),
-        DepthwiseSeparableBlock(c1, c2, stride=2, kernel_size=kernel_size),
-        DepthwiseSeparableBlock(c2, c2, kernel_size=kernel_size),
-    ]
-    return SmallNet(_stem(in_channels, c1), blocks, c2, num_classes)
+    """The one-change control of :func:`build_involution_net`: the same net, built with the same
+    ``seed`` (so the stem, every BN, every 1x1 conv and the head start from the *same* weights),
+    with each block's :class:`~involution_edu.Involution` replaced by a :class:`StaticInvolution`
+    of the same channels, ``K``, stride and groups. Everything is equal but whether the kernels
+    are generated from the input. The static kernels are drawn from a generator seeded with
+    ``seed``. The control has fewer parameters: it has no kernel generator phi."""
+    model = build_involution_net(widths, in_channels, num_classes, kernel_size, reduction_ratio, group_channels, seed)
+    generator = torch.Generator().manual_seed(seed)
+    for block in model.blocks:
+        block.involution = StaticInvolution.like(block.involution, generator)
+    return model
 
 
 # ----------------------------------------------------------------------------- determinism
@@ -328,13 +372,29 @@ def learning_rate(step: int, total_steps: int, base_lr: float, warmup_steps: int
 
 
 # ----------------------------------------------------------------------------- train and evaluate
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the body, then give every submodule back its *own* mode.
+
+    ``model.train(was_training)`` would set one mode on all submodules and so unfreeze a layer
+    kept in eval mode on purpose (a frozen batch norm when fine-tuning); this restores each
+    module's flag, even if the body raises.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> Tuple[float, float, torch.Tensor]:
-    """Mean cross-entropy, accuracy and predictions ``(N,)`` of ``model`` in eval mode."""
-    was_training = model.training
-    model.eval()
-    logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
-    model.train(was_training)
+    """Mean cross-entropy, accuracy and predictions ``(N,)`` of ``model`` in eval mode; the mode of
+    every submodule is restored afterwards (:func:`eval_mode`)."""
+    with eval_mode(model):
+        logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
     loss = float(F.cross_entropy(logits, y))
     return loss, accuracy(logits, y), logits.argmax(dim=1)
 
@@ -469,13 +529,11 @@ def first_involution_kernels(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     def record_input(module: nn.Module, inputs: Tuple[torch.Tensor, ...]) -> None:
         captured.append(inputs[0])
 
-    was_training = model.training
-    model.eval()
-    handle = layer.register_forward_pre_hook(record_input)
-    try:
-        model(x)
-    finally:
-        handle.remove()
-    _, kernels = layer(captured[0], return_kernels=True)
-    model.train(was_training)
+    with eval_mode(model):
+        handle = layer.register_forward_pre_hook(record_input)
+        try:
+            model(x)
+        finally:
+            handle.remove()
+        _, kernels = layer(captured[0], return_kernels=True)
     return kernels

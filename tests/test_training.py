@@ -17,15 +17,16 @@ from involution_edu.counting import count_flops, count_parameters
 from involution_edu.data import load_digits_split
 from involution_edu.training import (
     PERTURB_ENV,
-    DepthwiseSeparableBlock,
     InvolutionBlock,
+    StaticInvolution,
     accuracy,
     build_conv_net,
-    build_depthwise_net,
     build_involution_net,
+    build_static_net,
     clip_gradients,
     confusion_matrix,
     deterministic,
+    eval_mode,
     evaluate,
     first_involution_kernels,
     learning_rate,
@@ -82,32 +83,64 @@ def test_default_models_are_matched_in_parameters_and_multiply_adds():
     assert abs(madds_conv - madds_inv) / madds_conv < 0.10, (madds_conv, madds_inv)
 
 
-def depthwise_net_params(c1: int, c2: int, k: int = 3, classes: int = 10) -> int:
-    """By hand: each block = depthwise K x K (C weights of K^2), BN, 1x1 conv, BN."""
+def static_net_params(c1: int, c2: int, k: int = 3, group_channels: int = 8, classes: int = 10) -> int:
+    """By hand: each block = G static K x K kernels, BN, 1x1 conv, BN (the involution block without phi)."""
     def block(c_in, c_out):
-        return k * k * c_in + 2 * c_in + c_in * c_out + 2 * c_out
+        return k * k * (c_in // group_channels) + 2 * c_in + c_in * c_out + 2 * c_out
     stem = 9 * c1 + 2 * c1
     return stem + block(c1, c1) + block(c1, c2) + block(c2, c2) + c2 * classes + classes
 
 
-def test_depthwise_net_has_the_claimed_parameter_count():
-    assert count_parameters(build_depthwise_net((40, 70))) == depthwise_net_params(40, 70)
-    assert count_parameters(build_depthwise_net((8, 16), kernel_size=5)) == depthwise_net_params(8, 16, k=5)
+def test_static_net_has_the_claimed_parameter_count():
+    assert count_parameters(build_static_net((32, 64))) == static_net_params(32, 64)
+    assert count_parameters(build_static_net((16, 32), kernel_size=5, group_channels=4)) == static_net_params(
+        16, 32, k=5, group_channels=4)
 
 
-def test_depthwise_control_matches_the_involution_net_in_budget_and_depth():
-    inv, dw = build_involution_net(), build_depthwise_net()
-    params_inv, params_dw = count_parameters(inv), count_parameters(dw)
-    assert abs(params_dw - params_inv) / params_inv < 0.05, (params_inv, params_dw)
-    madds_inv, madds_dw = count_flops(inv, (1, 1, 8, 8)).total, count_flops(dw, (1, 1, 8, 8)).total
-    assert abs(madds_dw - madds_inv) / madds_inv < 0.05, (madds_inv, madds_dw)
-    # the same layer sequence per block: spatial K x K, BN, ReLU, 1x1 conv, BN, ReLU; only static vs dynamic kernels differ
-    block = dw.blocks[1]
-    assert isinstance(block, DepthwiseSeparableBlock)
-    assert block[0].groups == block[0].in_channels == 40 and block[0].stride == (2, 2) and block[3].kernel_size == (1, 1)
-    assert [type(m) for m in block] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
-    assert not any(isinstance(m, Involution) for m in dw.modules())
-    assert dw(torch.rand(2, 1, 7, 7)).shape == (2, 10)
+@pytest.mark.parametrize("seed", [0, 3])
+def test_static_control_differs_from_the_involution_net_in_the_kernels_only(seed):
+    """Same seed: every tensor the two nets share starts equal; the only new ones are the static kernels,
+    the only missing ones the kernel generators; the layer sequence of every block is the same."""
+    inv, control = build_involution_net(seed=seed), build_static_net(seed=seed)
+    inv_state, control_state = inv.state_dict(), control.state_dict()
+    shared = [k for k in control_state if k in inv_state]
+    assert all(torch.equal(inv_state[k], control_state[k]) for k in shared)
+    assert sorted(set(control_state) - set(inv_state)) == [f"blocks.{i}.involution.weight" for i in range(3)]
+    assert all(".involution.conv" in k for k in set(inv_state) - set(control_state))
+    for block_inv, block_control in zip(inv.blocks, control.blocks):
+        layer, static = block_inv.involution, block_control.involution
+        assert isinstance(static, StaticInvolution) and not any(isinstance(m, Involution) for m in control.modules())
+        assert (static.channels, static.kernel_size, static.stride, static.groups) == (
+            layer.channels, layer.kernel_size, layer.stride, layer.groups)
+        assert [name for name, _ in block_inv.named_children()] == [name for name, _ in block_control.named_children()]
+    assert not torch.equal(build_static_net(seed=seed).blocks[0].involution.weight,
+                           build_static_net(seed=seed + 1).blocks[0].involution.weight)
+    assert control(torch.rand(2, 1, 7, 7)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("stride, size, dilation", [(1, 8, 1), (2, 8, 1), (2, 7, 1), (1, 9, 2), (3, 10, 1)])
+def test_static_involution_is_the_involution_op_with_kernels_shared_by_all_positions(stride, size, dilation):
+    from involution_edu.functional import involution
+
+    torch.manual_seed(0)
+    layer = StaticInvolution(12, 3, stride=stride, group_channels=4, dilation=dilation).double()
+    x = torch.rand(2, 12, size, size, dtype=torch.float64, requires_grad=True)
+    kernels = layer.kernels(x)
+    assert kernels.shape[:4] == (2, 3, 3, 3) and kernels.shape[-2:] == layer(x).shape[-2:]
+    expected = involution(x, kernels, stride=stride, padding=layer.padding, dilation=dilation)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
+    assert layer(x).shape[-2:] == (-(-size // stride),) * 2  # ceil(H / s), as the Involution gives
+    weight = layer.weight.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, w: torch.func.functional_call(layer, {"weight": w}, (x,)), (x, weight))
+
+
+def test_static_involution_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="group_channels"):
+        StaticInvolution(10, 3, group_channels=4)
+    with pytest.raises(ValueError, match="kernel_size"):
+        StaticInvolution(8, 4)
+    with pytest.raises((ValueError, TypeError), match="channels"):
+        StaticInvolution(0, 3)
 
 
 def test_involution_net_replaces_every_block_conv_by_an_involution():
@@ -118,7 +151,7 @@ def test_involution_net_replaces_every_block_conv_by_an_involution():
     assert spatial_convs == []  # only the stem keeps a 3x3 conv
 
 
-@pytest.mark.parametrize("builder", [build_conv_net, build_involution_net])
+@pytest.mark.parametrize("builder", [build_conv_net, build_involution_net, build_static_net])
 @pytest.mark.parametrize("size", [8, 16])
 def test_models_map_images_to_logits(builder, size):
     assert builder()(torch.rand(3, 1, size, size)).shape == (3, 10)
@@ -262,7 +295,7 @@ def short_run(digits, builder, seed=0, **options):
     return model, history
 
 
-@pytest.mark.parametrize("builder", [build_conv_net, build_involution_net])
+@pytest.mark.parametrize("builder", [build_conv_net, build_involution_net, build_static_net])
 def test_training_is_deterministic(digits, builder):
     model_a, history_a = short_run(digits, builder)
     model_b, history_b = short_run(digits, builder)
@@ -321,6 +354,32 @@ def test_every_batch_is_full_and_each_epoch_sees_new_samples(digits):
     model.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].shape[0]) if module.training else None)
     history = train(model, x_train, y_train, epochs=2, batch_size=32, progress=False)
     assert len(history.step_loss) == 6 and seen == [32] * 6
+
+
+def test_eval_mode_restores_every_submodules_own_mode_even_on_error():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Sequential(nn.BatchNorm2d(2), nn.ReLU()))
+    model.train()
+    model[1].eval()  # frozen, as when fine-tuning
+    before = [m.training for m in model.modules()]
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert [m.training for m in model.modules()] == before
+    with pytest.raises(RuntimeError):
+        with eval_mode(model):
+            raise RuntimeError("boom")
+    assert [m.training for m in model.modules()] == before
+    model.eval()
+    with eval_mode(model):
+        pass
+    assert not any(m.training for m in model.modules())
+
+
+def test_evaluate_keeps_a_frozen_batch_norm_frozen(digits):
+    model = build_conv_net()
+    model.train()
+    model.stem[1].eval()
+    evaluate(model, digits[2][:20], digits[3][:20])
+    assert model.training and not model.stem[1].training and model.blocks[0][1].training
 
 
 def test_evaluate_agrees_with_accuracy_and_restores_the_mode(digits):
