@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .functional import involution
+from .fused import involution_fused
 from .shapes import check_kernel_size, check_positive_int, default_padding
 
 __all__ = ["Involution", "ConvNormAct", "stride_pool"]
@@ -157,6 +158,13 @@ class Involution(nn.Module):
             )
         if not x.is_floating_point():
             raise TypeError(f"x must have a floating-point dtype, got {x.dtype}")
+        for dim, name in ((2, "height"), (3, "width")):
+            size = x.shape[dim]
+            if not isinstance(size, torch.SymInt) and size < 1:
+                raise ValueError(
+                    f"x must have a {name} (x.shape[{dim}]) of at least 1, got shape {tuple(x.shape)}; "
+                    f"an involution needs at least one pixel"
+                )
         weight = self.conv1.conv.weight
         if x.device != weight.device:
             raise ValueError(
@@ -171,12 +179,17 @@ class Involution(nn.Module):
                 f"or run inside torch.autocast"
             )
 
-    def generate_kernels(self, x: torch.Tensor) -> torch.Tensor:
-        """The kernel-generation function phi: ``x (B, C, H, W) -> kernels (B, G, K, K, H', W')``."""
+    def reduced_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``h = ReLU(BN(conv1(pool(x))))``: ``x (B, C, H, W) -> (B, C // r, H', W')``, what the span
+        ``conv2`` turns into kernels."""
         self._check_input(x)
         if self.stride > 1:
             x = stride_pool(x, self.stride)
-        flat = self.conv2(self.conv1(x))  # (B, G*K*K, H', W'), group-major as in the paper
+        return self.conv1(x)
+
+    def generate_kernels(self, x: torch.Tensor) -> torch.Tensor:
+        """The kernel-generation function phi: ``x (B, C, H, W) -> kernels (B, G, K, K, H', W')``."""
+        flat = self.conv2(self.reduced_features(x))  # (B, G*K*K, H', W'), group-major as in the paper
         batch, _, out_h, out_w = flat.shape
         return flat.view(batch, self.groups, self.kernel_size, self.kernel_size, out_h, out_w)
 
@@ -184,7 +197,23 @@ class Involution(nn.Module):
         self, x: torch.Tensor, return_kernels: bool = False
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """``x: (B, C, H, W) -> (B, C, H', W')``; with ``return_kernels=True`` also the kernels
-        ``(B, G, K, K, H', W')`` that were applied."""
+        ``(B, G, K, K, H', W')`` that were applied.
+
+        Without ``return_kernels`` the layer runs the fused op (:mod:`involution_edu.fused`): the
+        span ``conv2`` and the aggregation in one, so the kernels tensor is never stored and the
+        backward pass recomputes it. Same outputs and gradients as the unfused path, to rounding.
+        """
+        onnx = not torch.compiler.is_compiling() and torch.onnx.is_in_onnx_export()
+        if not return_kernels and not onnx:  # the legacy ONNX exporter gets the unfused graph
+            h = self.reduced_features(x)
+            span = self.conv2.conv
+            return involution_fused(x, h, span.weight, span.bias, self.kernel_size, stride=self.stride,
+                                    padding=self.padding, dilation=self.dilation)
         kernels = self.generate_kernels(x)
-        out = involution(x, kernels, stride=self.stride, padding=self.padding, dilation=self.dilation)
+        applied = kernels
+        if torch.compiler.is_compiling():
+            # Inductor with dynamic shapes fails on the 6-D view of a channels-last conv2 output
+            # (ValueRangeError, stride 2 + channels last + grad); a contiguous copy avoids it.
+            applied = kernels.contiguous()
+        out = involution(x, applied, stride=self.stride, padding=self.padding, dilation=self.dilation)
         return (out, kernels) if return_kernels else out

@@ -117,9 +117,11 @@ __all__ = [
     "load_native",
     "native_forward",
     "native_backward",
+    "native_fused_forward",
+    "native_fused_backward",
 ]
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 """The value of ``involution_abi_version()`` this module expects from the library."""
 
 
@@ -459,6 +461,18 @@ def _declare(library: ctypes.CDLL) -> None:
         function.restype = c_int
     library.involution_scratch_per_thread.argtypes = [p]
     library.involution_scratch_per_thread.restype = i64
+    for name in ("involution_fused_forward_f32", "involution_fused_forward_f64"):
+        function = getattr(library, name)
+        function.argtypes = [p, p, p, p, p, p, p, p, p, p, i64, c_int]
+        function.restype = c_int
+    for name in ("involution_fused_backward_f32", "involution_fused_backward_f64"):
+        function = getattr(library, name)
+        function.argtypes = [p, p, p, p, p, p, p, p, p, p, p, p, p, p, p, p, i64, c_int]
+        function.restype = c_int
+    library.involution_fused_scratch_per_thread.argtypes = [p, c_int]
+    library.involution_fused_scratch_per_thread.restype = i64
+    library.involution_fused_padded_rank.argtypes = [p]
+    library.involution_fused_padded_rank.restype = i64
 
 
 def load_native() -> Optional[ctypes.CDLL]:
@@ -768,3 +782,105 @@ def native_backward(
         scratch.data_ptr(), per_thread, threads,
     )
     return grad_x, grad_kernels
+
+
+# --- the fused kernel-generating involution (involution_edu.fused) ----------------------------
+
+
+def _fused_dims(x, h, weight, bias, kernel_size, stride, padding, dilation) -> list:
+    """Validate what the fused C++ code will see; dims = [B, C, H, W, G, K, H', W', s, p, d, C_r]."""
+    _check_tensor("x", x, 4)
+    _check_tensor("h", h, 4, x.dtype)
+    _check_tensor("weight", weight, 2, x.dtype)
+    _check_tensor("bias", bias, 1, x.dtype)
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, numbers.Integral) or kernel_size < 1:
+        raise ValueError(f"kernel_size must be a positive integer, got {kernel_size!r}")
+    taps = int(kernel_size) ** 2
+    rows, reduced = weight.shape
+    if rows % taps != 0 or rows == 0:
+        raise ValueError(f"weight must have G*K*K rows (a multiple of {taps}), got shape {tuple(weight.shape)}")
+    if tuple(bias.shape) != (rows,):
+        raise ValueError(f"bias must have shape ({rows},), got {tuple(bias.shape)}")
+    if h.shape[0] != x.shape[0] or h.shape[1] != reduced:
+        raise ValueError(f"h must have shape (B={x.shape[0]}, C_r={reduced}, H', W'), got {tuple(h.shape)}")
+    if padding is None:
+        raise TypeError("padding must be an integer for the native kernel, got None")
+    groups = rows // taps
+    kernels_shape = (x.shape[0], groups, kernel_size, kernel_size, h.shape[2], h.shape[3])
+    stride, padding, dilation, out_h, out_w = check_involution_args(x.shape, kernels_shape, stride, padding, dilation)
+    batch, channels, height, width = x.shape
+    return [batch, channels, height, width, groups, int(kernel_size), out_h, out_w, stride, padding, dilation, reduced]
+
+
+def _fused_weights(weight: torch.Tensor, bias: torch.Tensor, dims) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``weight (G*K*K, C_r) -> (G, C_r, K*K)`` contiguous (the taps of one r adjacent), bias contiguous."""
+    groups, taps, reduced = dims[4], dims[5] ** 2, dims[11]
+    return weight.reshape(groups, taps, reduced).transpose(1, 2).contiguous(), bias.contiguous()
+
+
+def native_fused_forward(x, h, weight, bias, kernel_size, stride, padding, dilation) -> torch.Tensor:
+    """Fused forward: ``x (B, C, H, W)``, ``h (B, C_r, H', W')``, ``weight (G*K*K, C_r)``,
+    ``bias (G*K*K,)`` -> ``(B, C, H', W')`` (channels last when ``x`` is), any strides. Each tile of
+    16 output pixels computes its ``G*K*K x 16`` kernel values into a buffer in cache and applies
+    them; the kernels tensor is never written. Every size is checked here and again in C++."""
+    library = load_native()
+    if library is None:
+        raise RuntimeError(f"the native involution kernel is unavailable: {_error}")
+    dims = _fused_dims(x, h, weight, bias, kernel_size, stride, padding, dilation)
+    batch, channels, _, _, groups, kernel_size, out_h, out_w = dims[:8]
+    out = _output_like(x, (batch, channels, out_h, out_w))
+    if out.numel() == 0:
+        return out
+    w_t, bias_c = _fused_weights(weight, bias, dims)
+    dims_c = _longs(dims)
+    work = out.numel() * kernel_size * kernel_size * (1 + dims[11] // max(1, channels // groups))
+    threads = _threads(batch * groups, work)
+    per_thread = library.involution_fused_scratch_per_thread(dims_c, 0)
+    if per_thread < 0:
+        raise ValueError(f"the native involution kernel refused the sizes {dims}")
+    scratch = x.new_empty(max(1, threads * per_thread))
+    _call(
+        getattr(library, f"involution_fused_forward_{_suffix(x.dtype)}"),
+        dims_c, x.data_ptr(), _longs(x.stride()), h.data_ptr(), _longs(h.stride()), w_t.data_ptr(), bias_c.data_ptr(),
+        out.data_ptr(), _longs(out.stride()), scratch.data_ptr(), per_thread, threads,
+    )
+    return out
+
+
+def native_fused_backward(grad_out, x, h, weight, bias, kernel_size, stride, padding, dilation):
+    """Fused backward: ``(dx, dh, dweight, dbias)`` for ``grad_out (B, C, H', W')`` (any strides), the
+    kernels recomputed per tile. One task per sample (``dh`` sums over the groups); ``dweight`` and
+    ``dbias`` are summed from per-thread partial sums."""
+    library = load_native()
+    if library is None:
+        raise RuntimeError(f"the native involution kernel is unavailable: {_error}")
+    dims = _fused_dims(x, h, weight, bias, kernel_size, stride, padding, dilation)
+    batch, channels, _, _, groups, kernel_size, out_h, out_w = dims[:8]
+    reduced, taps = dims[11], kernel_size * kernel_size
+    _check_tensor("grad_out", grad_out, 4, x.dtype)
+    if tuple(grad_out.shape) != (batch, channels, out_h, out_w):
+        raise ValueError(f"grad_out must have shape {(batch, channels, out_h, out_w)}, got {tuple(grad_out.shape)}")
+    grad_x = _output_like(x, x.shape)
+    grad_h = torch.empty(h.shape, dtype=h.dtype)
+    if grad_out.numel() == 0 or x.numel() == 0:
+        return grad_x.zero_(), grad_h.zero_(), torch.zeros_like(weight), torch.zeros_like(bias)
+    w_t, bias_c = _fused_weights(weight, bias, dims)
+    dims_c = _longs(dims)
+    work = 4 * grad_out.numel() * taps * (1 + reduced // max(1, channels // groups))
+    threads = _threads(batch, work)
+    per_thread = library.involution_fused_scratch_per_thread(dims_c, 1)
+    padded = library.involution_fused_padded_rank(dims_c)
+    if per_thread < 0 or padded < 0:
+        raise ValueError(f"the native involution kernel refused the sizes {dims}")
+    scratch = x.new_empty(max(1, threads * per_thread))
+    grad_w = x.new_zeros(threads, groups, taps, padded)  # per-thread partial sums
+    grad_b = x.new_zeros(threads, groups * taps)
+    _call(
+        getattr(library, f"involution_fused_backward_{_suffix(x.dtype)}"),
+        dims_c, x.data_ptr(), _longs(x.stride()), h.data_ptr(), _longs(h.stride()), w_t.data_ptr(), bias_c.data_ptr(),
+        grad_out.data_ptr(), _longs(grad_out.stride()), grad_x.data_ptr(), _longs(grad_x.stride()),
+        grad_h.data_ptr(), _longs(grad_h.stride()), grad_w.data_ptr(), grad_b.data_ptr(),
+        scratch.data_ptr(), per_thread, threads,
+    )
+    grad_w = grad_w.sum(0)[:, :, :reduced].reshape(groups * taps, reduced)
+    return grad_x, grad_h, grad_w, grad_b.sum(0)

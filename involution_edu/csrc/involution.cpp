@@ -568,7 +568,7 @@ static int check_dims(const i64* dims) {
 static int check_call(const i64* dims, const void* scratch, i64 per_thread, int threads);
 
 extern "C" {
-int involution_abi_version() { return 4; }
+int involution_abi_version() { return 5; }
 
 // Scratch elements each thread needs (the same for forward and backward): x plane + output plane;
 // -1 when dims are invalid.
@@ -619,4 +619,505 @@ static int check_call(const i64* dims, const void* scratch, i64 per_thread, int 
     if (per_thread < need || __builtin_mul_overflow(per_thread, i64(threads), &total)) return 8;
     if (need > 0 && !scratch) return 9;
     return 0;
+}
+
+// =============================================================================================
+// The fused kernel-generating involution (involution_edu/fused.py): kernels never stored.
+//
+//   k[t, n] = bias[g*KK + t] + sum_r w[g, r, t] * h[b, r, n]     t = u*K + v, n = output pixel
+//   out[b, c, n] = sum_t k[t, n] * x[b, c, tap t of n]
+//
+// dims = {B, C, H, W, G, K, Ho, Wo, s, p, d, Cr}; w is (G, Cr, KK) contiguous (the span weights,
+// transposed so that the taps of one r are adjacent), bias (G * KK). Output pixels are processed in
+// tiles of TP = 16 consecutive flat pixels (across rows: small 7x7 maps fill the vectors too). A
+// tile's kernel values, TP x KK of them (3 KiB for K = 7), are computed into a buffer that stays in
+// L1 and used at once. Forward: one task per (b, g). Backward: one task per sample b (h's gradient
+// sums over the groups, so a task owns it for its sample), the kernels recomputed per tile:
+//   dk[t, n] = sum_{c in g} go[c, n] * x[c, tap t of n]      (in the tile buffer only)
+//   gx[c, tap t of n] += k[t, n] * go[c, n]                  (the task's private padded planes)
+//   gh[r, n] += sum_t w[g, r, t] dk[t, n];   gw[g, t, r] += sum_n dk[t, n] h[r, n];   gb += sum_n dk
+// gw and gb are per-thread partial sums (added up by the caller).
+// =============================================================================================
+
+static const int TP = 16;  // pixels per tile
+
+struct FGeo : Geo {
+    i64 Cr, KK, crp, nout;
+    FGeo(const i64* dims, i64 width) : Geo(dims, width) {
+        Cr = dims[11]; KK = K * K; crp = (Cr + TP - 1) / TP * TP; nout = Ho * Wo;
+    }
+    i64 tile_elems() const { return KK * TP * 2 + Cr * TP * 2 + crp * TP; }  // k, dk, h, dh, h^T
+};
+
+template <typename T> struct P16 { typedef typename Vec<T, TP>::type type; };
+
+// h tile: ht[r][q] = h[b, r, n0 + q] (zero beyond the last pixel); optionally htt[q][r] (transposed).
+template <typename T>
+static void load_h_tile(const FGeo& g, const T* h, const i64* hs, i64 b, i64 n0, i64 nq, T* ht, T* htt) {
+    const T* hb = h + b * hs[0];
+    if (hs[3] == 1 && hs[2] == g.Wo) {  // contiguous planes: the tile's pixels are adjacent
+        for (i64 r = 0; r < g.Cr; ++r) {
+            std::memcpy(ht + r * TP, hb + r * hs[1] + n0, sizeof(T) * nq);
+            for (i64 q = nq; q < TP; ++q) ht[r * TP + q] = T(0);
+        }
+    } else
+    for (i64 r = 0; r < g.Cr; ++r) {
+        T* row = ht + r * TP;
+        i64 i = n0 / g.Wo, j = n0 % g.Wo;
+        for (i64 q = 0; q < TP; ++q) {
+            row[q] = q < nq ? hb[r * hs[1] + i * hs[2] + j * hs[3]] : T(0);
+            if (++j == g.Wo) { j = 0; ++i; }
+        }
+    }
+    if (htt) {
+        for (i64 q = 0; q < TP; ++q) {
+            for (i64 r = 0; r < g.Cr; ++r) htt[q * g.crp + r] = ht[r * TP + q];
+            for (i64 r = g.Cr; r < g.crp; ++r) htt[q * g.crp + r] = T(0);
+        }
+    }
+}
+
+// kt[t][q] = bias[t] + sum_r w[r][t] * ht[r][q]   (w, bias at this group's rows)
+template <typename T>
+static void tile_kernels(const FGeo& g, const T* w, const T* bias, const T* ht, T* kt) {
+    typedef typename P16<T>::type V;
+    i64 t0 = 0;
+    for (; t0 + 8 <= g.KK; t0 += 8) {
+        V acc[8];
+#pragma GCC unroll 8
+        for (int a = 0; a < 8; ++a) acc[a] = V{} + bias[t0 + a];
+        for (i64 r = 0; r < g.Cr; ++r) {
+            const V hv = load<T, TP>(ht + r * TP);
+            const T* wr = w + r * g.KK + t0;
+#pragma GCC unroll 8
+            for (int a = 0; a < 8; ++a) acc[a] += wr[a] * hv;
+        }
+#pragma GCC unroll 8
+        for (int a = 0; a < 8; ++a) store<T, TP>(kt + (t0 + a) * TP, acc[a]);
+    }
+    for (; t0 < g.KK; ++t0) {
+        V acc = V{} + bias[t0];
+        for (i64 r = 0; r < g.Cr; ++r) acc += w[r * g.KK + t0] * load<T, TP>(ht + r * TP);
+        store<T, TP>(kt + t0 * TP, acc);
+    }
+}
+
+// Aggregation of one tile, any stride/dilation: os[n] = sum_t kt[t][q] * x(tap t of n).
+template <typename T, int W>
+static void tile_apply(const FGeo& g, const T* xs, const T* kt, i64 n0, i64 nq, T* os) {
+    typedef typename Vec<T, W>::type V;
+    const i64 cgp = g.cgp, row_pitch = g.wx * cgp;
+    i64 i = n0 / g.Wo, j = n0 % g.Wo;
+    for (i64 q = 0; q < nq; ++q) {
+        for (i64 ch = 0; ch < cgp; ch += W) {
+            V acc = V{};
+            for (i64 u = 0; u < g.K; ++u) {
+                const T* xr = xs + (i * g.s + u * g.d - g.p) * row_pitch + (j * g.s - g.p) * cgp + ch;
+                const T* kp = kt + u * g.K * TP + q;
+                for (i64 v = 0; v < g.K; ++v) acc += kp[v * TP] * load<T, W>(xr + v * g.d * cgp);
+            }
+            store<T, W>(os + (n0 + q) * cgp + ch, acc);
+        }
+        if (++j == g.Wo) { j = 0; ++i; }
+    }
+}
+
+// Stride 1, dilation 1, 16 channels (one vector), K fixed: NB neighbouring pixels of one row share
+// the x vectors they read (as forward_block). kq = kt + q (the first pixel's column of the tile).
+template <typename T, int K, int NB>
+static inline __attribute__((always_inline)) void tile_apply_block(const FGeo& g, const T* xs, const T* kq, i64 i,
+                                                                  i64 j, T* on) {
+    typedef typename Vec<T, 16>::type V;
+    V acc[NB];
+#pragma GCC unroll 8
+    for (int q = 0; q < NB; ++q) acc[q] = V{};
+#pragma GCC unroll 1
+    for (int u = 0; u < K; ++u) {
+        const T* xv = xs + ((i + u - g.p) * g.wx + j - g.p) * 16;
+        const T* kp = kq + u * K * TP;
+#pragma GCC unroll 8
+        for (int v = 0; v < K; ++v) {
+#pragma GCC unroll 8
+            for (int q = 0; q < NB; ++q) acc[q] += kp[q] * load<T, 16>(xv + (v + q) * 16);
+            kp += TP;
+        }
+    }
+#pragma GCC unroll 8
+    for (int q = 0; q < NB; ++q) store<T, 16>(on + q * 16, acc[q]);
+}
+
+template <typename T, int K>
+static void tile_apply_unit(const FGeo& g, const T* xs, const T* kt, i64 n0, i64 nq, T* os) {
+    i64 q = 0;
+    while (q < nq) {
+        const i64 n = n0 + q, i = n / g.Wo, j = n % g.Wo;
+        const i64 run = (g.Wo - j < nq - q) ? g.Wo - j : nq - q;  // pixels left in this row and tile
+        i64 a = 0;
+        for (; a + 8 <= run; a += 8) tile_apply_block<T, K, 8>(g, xs, kt + q + a, i, j + a, os + (n + a) * 16);
+        if (a + 4 <= run) { tile_apply_block<T, K, 4>(g, xs, kt + q + a, i, j + a, os + (n + a) * 16); a += 4; }
+        for (; a + 2 <= run; a += 2) tile_apply_block<T, K, 2>(g, xs, kt + q + a, i, j + a, os + (n + a) * 16);
+        for (; a < run; ++a) tile_apply_block<T, K, 1>(g, xs, kt + q + a, i, j + a, os + (n + a) * 16);
+        q += run;
+    }
+}
+
+// dk[t][q] = sum_c go(n, c) * x(tap t of n, c), any stride/dilation (a fixed pairwise lane order).
+template <typename T, int W>
+static void tile_grad_kernels(const FGeo& g, const T* xs, const T* gos, i64 n0, i64 nq, T* dk) {
+    typedef typename Vec<T, W>::type V;
+    const i64 cgp = g.cgp, row_pitch = g.wx * cgp;
+    i64 i = n0 / g.Wo, j = n0 % g.Wo;
+    for (i64 q = 0; q < TP; ++q) {
+        if (q >= nq) {
+            for (i64 t = 0; t < g.KK; ++t) dk[t * TP + q] = T(0);
+            continue;
+        }
+        const T* gv = gos + (n0 + q) * cgp;
+        for (i64 u = 0; u < g.K; ++u) {
+            const T* xr = xs + (i * g.s + u * g.d - g.p) * row_pitch + (j * g.s - g.p) * cgp;
+            for (i64 v = 0; v < g.K; ++v) {
+                const T* xv = xr + v * g.d * cgp;
+                V prod = load<T, W>(gv) * load<T, W>(xv);
+                for (i64 ch = W; ch < cgp; ch += W) prod += load<T, W>(gv + ch) * load<T, W>(xv + ch);
+                T lanes[W];
+                std::memcpy(lanes, &prod, sizeof(prod));
+                for (int width = W / 2; width > 0; width /= 2)
+                    for (int c = 0; c < width; ++c) lanes[c] += lanes[c + width];
+                dk[(u * g.K + v) * TP + q] = lanes[0];
+            }
+        }
+        if (++j == g.Wo) { j = 0; ++i; }
+    }
+}
+
+// The same for float, 16 channels, any stride/dilation: 8 pixels' dot products reduced together.
+static void tile_grad_kernels16(const FGeo& g, const float* xs, const float* gos, i64 n0, i64 nq, float* dk) {
+    for (i64 q0 = 0; q0 < TP; q0 += 8) {
+        f16v go[8], prod[8];
+        const float* xq[8];
+        i64 i = (n0 + q0) / g.Wo, j = (n0 + q0) % g.Wo;
+#pragma GCC unroll 8
+        for (int q = 0; q < 8; ++q) {
+            const bool real = q0 + q < nq;
+            go[q] = real ? load<float, 16>(gos + (n0 + q0 + q) * 16) : f16v{};
+            xq[q] = real ? xs + ((i * g.s - g.p) * g.wx + j * g.s - g.p) * 16
+                         : xs - (g.p * g.wx + g.p) * 16;  // beyond the tile: pixel (0, 0)'s taps, zeroed below
+            if (++j == g.Wo) { j = 0; ++i; }
+        }
+        for (i64 u = 0; u < g.K; ++u)
+            for (i64 v = 0; v < g.K; ++v) {
+                const i64 tap = (u * g.d * g.wx + v * g.d) * 16;
+#pragma GCC unroll 8
+                for (int q = 0; q < 8; ++q) prod[q] = go[q] * load<float, 16>(xq[q] + tap);
+                const f16v sums = reduce8(prod);
+                std::memcpy(dk + (u * g.K + v) * TP + q0, &sums, 8 * sizeof(float));
+            }
+    }
+    for (i64 t = 0; t < g.KK; ++t)
+        for (i64 q = nq; q < TP; ++q) dk[t * TP + q] = 0.0f;  // (0 * inf would be NaN)
+}
+
+// gx(tap t of n) += k[t][q] * go(n) into the zero-bordered private planes, any stride/dilation.
+template <typename T, int W>
+static void tile_grad_x(const FGeo& g, const T* gos, const T* kt, i64 n0, i64 nq, T* gxs) {
+    typedef typename Vec<T, W>::type V;
+    const i64 cgp = g.cgp, row_pitch = g.wx * cgp;
+    i64 i = n0 / g.Wo, j = n0 % g.Wo;
+    for (i64 q = 0; q < nq; ++q) {
+        for (i64 ch = 0; ch < cgp; ch += W) {
+            const V gv = load<T, W>(gos + (n0 + q) * cgp + ch);
+            for (i64 u = 0; u < g.K; ++u) {
+                T* xr = gxs + (i * g.s + u * g.d - g.p) * row_pitch + (j * g.s - g.p) * cgp + ch;
+                const T* kp = kt + u * g.K * TP + q;
+                for (i64 v = 0; v < g.K; ++v) {
+                    T* cell = xr + v * g.d * cgp;
+                    store<T, W>(cell, load<T, W>(cell) + kp[v * TP] * gv);
+                }
+            }
+        }
+        if (++j == g.Wo) { j = 0; ++i; }
+    }
+}
+
+// Stride 1, dilation 1, 16 channels, K fixed: NB pixels of one row scatter into the NB + K - 1
+// neighbouring cells of each kernel row, held in registers (one load and one store per cell).
+template <typename T, int K, int NB>
+static inline __attribute__((always_inline)) void tile_grad_x_block(const FGeo& g, const T* gon, const T* kq, i64 i,
+                                                                   i64 j, T* gxs) {
+    typedef typename Vec<T, 16>::type V;
+    V gv[NB];
+#pragma GCC unroll 8
+    for (int q = 0; q < NB; ++q) gv[q] = load<T, 16>(gon + q * 16);
+#pragma GCC unroll 1
+    for (int u = 0; u < K; ++u) {
+        T* row = gxs + ((i + u - g.p) * g.wx + j - g.p) * 16;
+        V cell[NB + K - 1];
+#pragma GCC unroll 16
+        for (int m = 0; m < NB + K - 1; ++m) cell[m] = load<T, 16>(row + m * 16);
+        const T* kp = kq + u * K * TP;
+#pragma GCC unroll 8
+        for (int v = 0; v < K; ++v) {
+#pragma GCC unroll 8
+            for (int q = 0; q < NB; ++q) cell[q + v] += kp[v * TP + q] * gv[q];
+        }
+#pragma GCC unroll 16
+        for (int m = 0; m < NB + K - 1; ++m) store<T, 16>(row + m * 16, cell[m]);
+    }
+}
+
+template <typename T, int K>
+static void tile_grad_x_unit(const FGeo& g, const T* gos, const T* kt, i64 n0, i64 nq, T* gxs) {
+    i64 q = 0;
+    while (q < nq) {
+        const i64 n = n0 + q, i = n / g.Wo, j = n % g.Wo;
+        const i64 run = (g.Wo - j < nq - q) ? g.Wo - j : nq - q;
+        i64 a = 0;
+        for (; a + 8 <= run; a += 8) tile_grad_x_block<T, K, 8>(g, gos + (n + a) * 16, kt + q + a, i, j + a, gxs);
+        if (a + 4 <= run) { tile_grad_x_block<T, K, 4>(g, gos + (n + a) * 16, kt + q + a, i, j + a, gxs); a += 4; }
+        for (; a < run; ++a) tile_grad_x_block<T, K, 1>(g, gos + (n + a) * 16, kt + q + a, i, j + a, gxs);
+        q += run;
+    }
+}
+
+// dh[r][q] += sum_t w[r][t] dk[t][q];  gw[t][r] += sum_q dk[t][q] htt[q][r];  gb[t] += sum_q dk[t][q].
+template <typename T>
+static void tile_span_grads(const FGeo& g, const T* w, const T* dk, const T* htt, T* dh, T* gw, T* gb) {
+    typedef typename P16<T>::type V;
+    i64 r0 = 0;
+    for (; r0 + 8 <= g.Cr; r0 += 8) {
+        V acc[8];
+#pragma GCC unroll 8
+        for (int a = 0; a < 8; ++a) acc[a] = load<T, TP>(dh + (r0 + a) * TP);
+        for (i64 t = 0; t < g.KK; ++t) {
+            const V dv = load<T, TP>(dk + t * TP);
+#pragma GCC unroll 8
+            for (int a = 0; a < 8; ++a) acc[a] += w[(r0 + a) * g.KK + t] * dv;
+        }
+#pragma GCC unroll 8
+        for (int a = 0; a < 8; ++a) store<T, TP>(dh + (r0 + a) * TP, acc[a]);
+    }
+    for (; r0 < g.Cr; ++r0) {
+        V acc = load<T, TP>(dh + r0 * TP);
+        for (i64 t = 0; t < g.KK; ++t) acc += w[r0 * g.KK + t] * load<T, TP>(dk + t * TP);
+        store<T, TP>(dh + r0 * TP, acc);
+    }
+    for (i64 t = 0; t < g.KK; ++t) {
+        const T* dt = dk + t * TP;
+        T* gwt = gw + t * g.crp;
+        for (i64 rv = 0; rv < g.crp; rv += TP) {
+            V acc = load<T, TP>(gwt + rv);
+#pragma GCC unroll 16
+            for (int q = 0; q < TP; ++q) acc += dt[q] * load<T, TP>(htt + q * g.crp + rv);
+            store<T, TP>(gwt + rv, acc);
+        }
+        T total = T(0);
+        for (int q = 0; q < TP; ++q) total += dt[q];
+        gb[t] += total;
+    }
+}
+
+static inline i64 fused_forward_scratch(const FGeo& g) { return g.x_plane() + g.out_plane() + g.tile_elems(); }
+static inline i64 fused_backward_scratch(const FGeo& g) {
+    return g.G * (2 * g.x_plane() + g.out_plane()) + g.tile_elems();
+}
+
+template <typename T, int W, int KT>
+static void fused_forward_all(const i64* dims, const T* x, const i64* xst, const T* h, const i64* hst, const T* w,
+                              const T* bias, T* out, const i64* ost, T* scratch, i64 per_thread, int threads) {
+    const FGeo g(dims, W);
+    const bool unit = KT > 0 && W == 16 && g.s == 1 && g.d == 1 && g.cgp == 16;
+    const i64 tasks = g.B * g.G;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (i64 t = 0; t < tasks; ++t) {
+        T* xs = scratch + thread_id() * per_thread;
+        T* os = xs + g.x_plane();
+        T* kt = os + g.out_plane();
+        T* ht = kt + 2 * g.KK * TP;
+        const i64 b = t / g.G, grp = t % g.G, c0 = grp * g.cg;
+        gather(x, xst, b, c0, g.cg, g.H, g.W, xs, g.hx, g.wx, g.p, g.cgp);
+        const T* xo = xs + g.x_origin();
+        for (i64 n0 = 0; n0 < g.nout; n0 += TP) {
+            const i64 nq = g.nout - n0 < TP ? g.nout - n0 : TP;
+            load_h_tile<T>(g, h, hst, b, n0, nq, ht, nullptr);
+            tile_kernels<T>(g, w + grp * g.Cr * g.KK, bias + grp * g.KK, ht, kt);
+            if constexpr (KT > 0 && W == 16) {
+                if (unit) { tile_apply_unit<T, KT>(g, xo, kt, n0, nq, os); continue; }
+            }
+            tile_apply<T, W>(g, xo, kt, n0, nq, os);
+        }
+        scatter(os, g.Wo, 0, g.cgp, out, ost, b, c0, g.cg, g.Ho, g.Wo);
+    }
+}
+
+template <typename T, int W, int KT>
+static void fused_backward_all(const i64* dims, const T* x, const i64* xst, const T* h, const i64* hst, const T* w,
+                               const T* bias, const T* go, const i64* gost, T* gx, const i64* gxst, T* gh,
+                               const i64* ghst, T* gw, T* gb, T* scratch, i64 per_thread, int threads) {
+    const FGeo g(dims, W);
+    const bool unit = KT > 0 && W == 16 && g.s == 1 && g.d == 1 && g.cgp == 16;
+    const bool dot16 = sizeof(T) == sizeof(float) && W == 16 && g.cgp == 16;
+    const i64 gw_size = g.G * g.KK * g.crp, gb_size = g.G * g.KK;
+#pragma omp parallel num_threads(threads)
+    {
+        const int me = thread_id();
+        T* my_gw = gw + me * gw_size;
+        T* my_gb = gb + me * gb_size;
+        std::memset(my_gw, 0, sizeof(T) * gw_size);
+        std::memset(my_gb, 0, sizeof(T) * gb_size);
+#pragma omp for schedule(dynamic, 1)
+        for (i64 b = 0; b < g.B; ++b) {
+            T* base = scratch + me * per_thread;
+            T* xs_all = base;                               // G padded x planes
+            T* gxs_all = xs_all + g.G * g.x_plane();        // G padded grad_x planes
+            T* gos_all = gxs_all + g.G * g.x_plane();       // G compact grad_out planes
+            T* kt = gos_all + g.G * g.out_plane();
+            T* dk = kt + g.KK * TP;
+            T* ht = dk + g.KK * TP;
+            T* dh = ht + g.Cr * TP;
+            T* htt = dh + g.Cr * TP;
+            for (i64 grp = 0; grp < g.G; ++grp) {
+                gather(x, xst, b, grp * g.cg, g.cg, g.H, g.W, xs_all + grp * g.x_plane(), g.hx, g.wx, g.p, g.cgp);
+                gather(go, gost, b, grp * g.cg, g.cg, g.Ho, g.Wo, gos_all + grp * g.out_plane(), g.Ho, g.Wo, 0, g.cgp);
+            }
+            std::memset(gxs_all, 0, sizeof(T) * g.G * g.x_plane());
+            for (i64 n0 = 0; n0 < g.nout; n0 += TP) {
+                const i64 nq = g.nout - n0 < TP ? g.nout - n0 : TP;
+                load_h_tile<T>(g, h, hst, b, n0, nq, ht, htt);
+                std::memset(dh, 0, sizeof(T) * g.Cr * TP);
+                for (i64 grp = 0; grp < g.G; ++grp) {
+                    const T* xo = xs_all + grp * g.x_plane() + g.x_origin();
+                    T* gxo = gxs_all + grp * g.x_plane() + g.x_origin();
+                    const T* gos = gos_all + grp * g.out_plane();
+                    const T* wg = w + grp * g.Cr * g.KK;
+                    tile_kernels<T>(g, wg, bias + grp * g.KK, ht, kt);
+                    if constexpr (sizeof(T) == sizeof(float) && W == 16) {
+                        if (dot16)
+                            tile_grad_kernels16(g, reinterpret_cast<const float*>(xo),
+                                                reinterpret_cast<const float*>(gos), n0, nq,
+                                                reinterpret_cast<float*>(dk));
+                        else
+                            tile_grad_kernels<T, W>(g, xo, gos, n0, nq, dk);
+                    } else {
+                        tile_grad_kernels<T, W>(g, xo, gos, n0, nq, dk);
+                    }
+                    bool done = false;
+                    if constexpr (KT > 0 && W == 16) {
+                        if (unit) { tile_grad_x_unit<T, KT>(g, gos, kt, n0, nq, gxo); done = true; }
+                    }
+                    if (!done) tile_grad_x<T, W>(g, gos, kt, n0, nq, gxo);
+                    tile_span_grads<T>(g, wg, dk, htt, dh, my_gw + grp * g.KK * g.crp, my_gb + grp * g.KK);
+                }
+                T* ghb = gh + b * ghst[0];
+                i64 i = n0 / g.Wo, j = n0 % g.Wo;
+                if (ghst[3] == 1 && ghst[2] == g.Wo) {
+                    for (i64 r = 0; r < g.Cr; ++r) std::memcpy(ghb + r * ghst[1] + n0, dh + r * TP, sizeof(T) * nq);
+                } else
+                for (i64 q = 0; q < nq; ++q) {
+                    for (i64 r = 0; r < g.Cr; ++r) ghb[r * ghst[1] + i * ghst[2] + j * ghst[3]] = dh[r * TP + q];
+                    if (++j == g.Wo) { j = 0; ++i; }
+                }
+            }
+            for (i64 grp = 0; grp < g.G; ++grp)
+                scatter(gxs_all + grp * g.x_plane(), g.wx, g.p, g.cgp, gx, gxst, b, grp * g.cg, g.cg, g.H, g.W);
+        }
+    }
+}
+
+template <typename T>
+static void fused_forward_dispatch(const i64* dims, const T* x, const i64* xs, const T* h, const i64* hs, const T* w,
+                                   const T* bias, T* out, const i64* os, T* scratch, i64 per_thread, int threads) {
+    const int width = width_for(dims[1] / dims[4]);
+    const i64 K = dims[5];
+    if constexpr (sizeof(T) == sizeof(float)) {
+        if (width == 16 && K == 7)
+            return fused_forward_all<T, 16, 7>(dims, x, xs, h, hs, w, bias, out, os, scratch, per_thread, threads);
+        if (width == 16 && K == 3)
+            return fused_forward_all<T, 16, 3>(dims, x, xs, h, hs, w, bias, out, os, scratch, per_thread, threads);
+    }
+    if (width == 16) fused_forward_all<T, 16, 0>(dims, x, xs, h, hs, w, bias, out, os, scratch, per_thread, threads);
+    else if (width == 8) fused_forward_all<T, 8, 0>(dims, x, xs, h, hs, w, bias, out, os, scratch, per_thread, threads);
+    else fused_forward_all<T, 4, 0>(dims, x, xs, h, hs, w, bias, out, os, scratch, per_thread, threads);
+}
+
+template <typename T>
+static void fused_backward_dispatch(const i64* dims, const T* x, const i64* xs, const T* h, const i64* hs, const T* w,
+                                    const T* bias, const T* go, const i64* gos, T* gx, const i64* gxs, T* gh,
+                                    const i64* ghs, T* gw, T* gb, T* scratch, i64 per_thread, int threads) {
+    const int width = width_for(dims[1] / dims[4]);
+    const i64 K = dims[5];
+#define INVOLUTION_FUSED_BACKWARD(WIDTH, KT) \
+    return fused_backward_all<T, WIDTH, KT>(dims, x, xs, h, hs, w, bias, go, gos, gx, gxs, gh, ghs, gw, gb, scratch, \
+                                            per_thread, threads)
+    if constexpr (sizeof(T) == sizeof(float)) {
+        if (width == 16 && K == 7) INVOLUTION_FUSED_BACKWARD(16, 7);
+        if (width == 16 && K == 3) INVOLUTION_FUSED_BACKWARD(16, 3);
+    }
+    if (width == 16) INVOLUTION_FUSED_BACKWARD(16, 0);
+    if (width == 8) INVOLUTION_FUSED_BACKWARD(8, 0);
+    INVOLUTION_FUSED_BACKWARD(4, 0);
+#undef INVOLUTION_FUSED_BACKWARD
+}
+
+// 0 when dims = {B, C, H, W, G, K, Ho, Wo, s, p, d, Cr} are valid for the fused kernels.
+static int check_fused_dims(const i64* dims) {
+    if (const int e = check_dims(dims)) return e;
+    const i64 Cr = dims[11];
+    if (Cr < 1) return 3;
+    if (Cr > kMaxDim) return 2;
+    const i64 KK = dims[5] * dims[5];
+    i64 tmp;
+    if (!mul_ok(dims[4] * KK, Cr + TP, &tmp)) return 7;                                  // weights, gw
+    if (!mul_ok(dims[6] * dims[7], Cr, &tmp) || !mul_ok(tmp, dims[0], &tmp)) return 7;    // h
+    const FGeo g(dims, width_for(dims[1] / dims[4]));
+    if (!mul_ok(g.G, 2 * g.x_plane() + g.out_plane(), &tmp) || !mul_ok(tmp + g.tile_elems(), 1, &tmp)) return 7;
+    return 0;
+}
+
+static int check_fused_call(const i64* dims, const void* scratch, i64 per_thread, int threads, bool backward) {
+    if (const int e = check_fused_dims(dims)) return e;
+    if (threads < 1 || threads > 4096) return 8;
+    const FGeo g(dims, width_for(dims[1] / dims[4]));
+    const i64 need = backward ? fused_backward_scratch(g) : fused_forward_scratch(g);
+    i64 total;
+    if (per_thread < need || __builtin_mul_overflow(per_thread, i64(threads), &total)) return 8;
+    if (!scratch) return 9;
+    return 0;
+}
+
+extern "C" {
+// Scratch elements per thread of the fused forward (backward = 0) or backward (backward = 1), and the
+// padded rank crp of the per-thread weight-gradient partial sums (G, KK, crp); -1 when dims are invalid.
+i64 involution_fused_scratch_per_thread(const i64* dims, int backward) {
+    if (check_fused_dims(dims) != 0) return -1;
+    const FGeo g(dims, width_for(dims[1] / dims[4]));
+    return backward ? fused_backward_scratch(g) : fused_forward_scratch(g);
+}
+i64 involution_fused_padded_rank(const i64* dims) {
+    if (check_fused_dims(dims) != 0) return -1;
+    return (dims[11] + TP - 1) / TP * TP;
+}
+
+#define INVOLUTION_FUSED_ENTRY(SUFFIX, T)                                                                            \
+    int involution_fused_forward_##SUFFIX(const i64* dims, const T* x, const i64* xs, const T* h, const i64* hs,     \
+                                          const T* w, const T* bias, T* out, const i64* os, T* scratch,             \
+                                          i64 per_thread, int threads) {                                            \
+        if (const int e = check_fused_call(dims, scratch, per_thread, threads, false)) return e;                    \
+        if (!x || !xs || !h || !hs || !w || !bias || !out || !os) return 9;                                         \
+        fused_forward_dispatch<T>(dims, x, xs, h, hs, w, bias, out, os, scratch, per_thread, threads);              \
+        return 0;                                                                                                   \
+    }                                                                                                               \
+    int involution_fused_backward_##SUFFIX(const i64* dims, const T* x, const i64* xs, const T* h, const i64* hs,    \
+                                           const T* w, const T* bias, const T* go, const i64* gos, T* gx,           \
+                                           const i64* gxs, T* gh, const i64* ghs, T* gw, T* gb, T* scratch,          \
+                                           i64 per_thread, int threads) {                                           \
+        if (const int e = check_fused_call(dims, scratch, per_thread, threads, true)) return e;                     \
+        if (!x || !xs || !h || !hs || !w || !bias || !go || !gos || !gx || !gxs || !gh || !ghs || !gw || !gb)       \
+            return 9;                                                                                               \
+        fused_backward_dispatch<T>(dims, x, xs, h, hs, w, bias, go, gos, gx, gxs, gh, ghs, gw, gb, scratch,         \
+                                   per_thread, threads);                                                            \
+        return 0;                                                                                                   \
+    }
+INVOLUTION_FUSED_ENTRY(f32, float)
+INVOLUTION_FUSED_ENTRY(f64, double)
+#undef INVOLUTION_FUSED_ENTRY
 }
