@@ -238,3 +238,158 @@ def test_equivariance_claims_of_the_questions():
         fixed = torch.randn(1, 8, 3, 3, 16, 16, dtype=torch.float64)
         local = involution(shifted, fixed)[..., 4:-2, 4:-2]
         assert not torch.allclose(local, torch.roll(involution(x, fixed), (2, 2), (-2, -1))[..., 4:-2, 4:-2])
+
+
+# ------------------------------------------------------------------------------ run-time routes, hidden cases,
+# time limits and side effects (issue 15)
+def _exec_route(source, name, extra_globals=None):
+    """A function defined from a string, as `exec` in a notebook cell would."""
+    namespace = dict(extra_globals or {})
+    exec(compile(source, "<string>", "exec"), namespace)
+    return namespace[name]
+
+
+def _module_route(tmp_path, source, name, module_name):
+    """A function from a helper module the learner wrote next to the notebook."""
+    import importlib
+    import sys
+
+    (tmp_path / f"{module_name}.py").write_text(source)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def madds_by_ceil_division(c, h, w, k, s, r, gc):
+    """A natural alternative: ceil as -(-h // s), one helper per part."""
+    def per_position(c, k, r, gc):
+        return c * (c // r) + (c // r) * k * k * (c // gc) + k * k * c
+
+    return per_position(c, k, r, gc) * (-(-h // s)) * (-(-w // s))
+
+
+def test_madds_accepts_an_alternative(capsys):
+    out = assert_accepts(check_involution_madds, madds_by_ceil_division, capsys)
+    assert "3 random cases pass" in out
+
+
+def test_madds_refuses_run_time_routes(tmp_path, capsys):
+    by_name = _exec_route(
+        "import importlib\n"
+        "def madds(c, h, w, k, s, r, gc):\n"
+        "    counting = importlib.import_module('involution_edu.' + 'counting')\n"
+        "    layer = getattr(importlib.import_module('involution_edu'), 'Invol' + 'ution')(c, k, s, r, gc)\n"
+        "    return getattr(counting, 'count_' + 'flops')(layer, (1, c, h, w)).total\n", "madds")
+    assert_rejects(check_involution_madds, by_name, capsys, "asks you to write the multiply-add count yourself")
+    helper = _module_route(tmp_path, "from involution_edu.exercises import module as m\n"
+                                     "def madds(*args):\n    return getattr(m, 'involution_madds_' + 'reference')(*args)\n",
+                           "madds", "my_madds_helper")
+    assert_rejects(check_involution_madds, helper, capsys, "asks you to write the multiply-add count yourself")
+    with_torch = _exec_route(
+        "import torch\n"
+        "def madds(c, h, w, k, s, r, gc):\n"
+        "    rows = torch.ceil(torch.tensor(h / s)) * torch.ceil(torch.tensor(w / s))\n"
+        "    return int(rows * (c * (c // r) + (c // r) * k * k * (c // gc) + k * k * c))\n", "madds")
+    assert_rejects(check_involution_madds, with_torch, capsys, "yourself", "torch")
+
+
+def test_madds_a_table_of_the_named_answers_fails_the_hidden_cases(monkeypatch, capsys):
+    from involution_edu.exercises import module as checkers
+
+    monkeypatch.setenv("INVOLUTION_EDU_CHECK_SEED", "5")
+    remembered = {}
+    original = checkers._madds_case
+
+    def spy(name, why, *args):
+        remembered[args] = involution_madds_reference(*args)
+        return original(name, why, *args)
+
+    monkeypatch.setattr(checkers, "_madds_case", spy)
+    check_involution_madds(madds_solution)  # the learner sees the named cases' answers in the messages
+    monkeypatch.setattr(checkers, "_madds_case", original)
+    named = {args: value for args, value in remembered.items()}
+    table = {args: named[args] for args in list(named)[:7]}
+    assert_rejects(check_involution_madds, lambda *args: table.get(args, 0), capsys, "random case")
+
+
+def test_madds_times_out_on_an_endless_loop(monkeypatch, capsys):
+    monkeypatch.setenv("INVOLUTION_EDU_CASE_TIME_LIMIT", "0.5")
+    monkeypatch.setenv("INVOLUTION_EDU_TOTAL_TIME_LIMIT", "2")
+
+    def endless(c, h, w, k, s, r, gc):
+        rows = 0
+        while rows < h:  # `rows + s` where `rows += s` was meant
+            rows + s
+        return rows
+
+    assert_rejects(check_involution_madds, endless, capsys, "ran for more than", "endless loop")
+
+
+def fixed_by_submodules(x, module):
+    """A natural alternative: the module's own conv1 (eval-mode BN) and conv2, and the library's stride_pool."""
+    from involution_edu.module import stride_pool
+
+    k, s, groups = module.kernel_size, module.stride, module.groups
+    b, c = x.shape[:2]
+    flat = module.conv2(module.conv1(stride_pool(x, s) if s > 1 else x))
+    rows, cols = flat.shape[-2:]
+    windows = F.unfold(x, k, padding=(k - 1) // 2, stride=s).view(b, groups, c // groups, k * k, rows, cols)
+    return (flat.view(b, groups, 1, k * k, rows, cols) * windows).sum(3).reshape(b, c, rows, cols)
+
+
+def test_fixed_accepts_the_submodules_and_stride_pool(capsys):
+    out = assert_accepts(check_fixed_involution, fixed_by_submodules, capsys)
+    assert "3 random cases pass" in out
+
+
+def test_fixed_refuses_run_time_routes(tmp_path, capsys):
+    base_forward = _exec_route(
+        "def fixed(x, module):\n"
+        "    return type(module).__mro__[1].forward(module, x)\n", "fixed")
+    assert_rejects(check_fixed_involution, base_forward, capsys, "this exercise asks you to write", "yourself")
+    by_name = _exec_route(
+        "import importlib\n"
+        "def fixed(x, module):\n"
+        "    op = getattr(importlib.import_module('involution_edu'), 'invol' + 'ution')\n"
+        "    kernels = type(module).__mro__[1].generate_kernels(module, x)\n"
+        "    return op(x, kernels, stride=module.stride)\n", "fixed")
+    assert_rejects(check_fixed_involution, by_name, capsys, "yourself")
+    helper = _module_route(tmp_path, "import torch\nfrom involution_edu.reference import involution_loops\n"
+                                     "def fixed(x, module):\n"
+                                     "    kernels = module.conv2(module.conv1(x))\n"
+                                     "    b, _, h, w = kernels.shape\n"
+                                     "    k = module.kernel_size\n"
+                                     "    kernels = kernels.view(b, module.groups, k, k, h, w)\n"
+                                     "    return torch.from_numpy(involution_loops(x.numpy(), kernels.numpy(), stride=module.stride))\n",
+                           "fixed", "my_fixed_helper")
+    assert_rejects(check_fixed_involution, helper, capsys, "yourself")
+
+
+def test_fixed_names_side_effects(capsys):
+    def leaves_training_mode(x, module):
+        out = fixed_by_submodules(x, module)
+        module.train()
+        return out
+
+    assert_rejects(check_fixed_involution, leaves_training_mode, capsys, "training mode")
+
+    def updates_running_stats(x, module):
+        out = fixed_by_submodules(x, module)
+        bn = module.conv1.bn
+        F.batch_norm(F.conv2d(x, module.conv1.conv.weight), bn.running_mean, bn.running_var, training=True)
+        return out
+
+    assert_rejects(check_fixed_involution, updates_running_stats, capsys, "running_mean")
+
+
+def test_fixed_times_out_on_an_endless_loop(monkeypatch, capsys):
+    monkeypatch.setenv("INVOLUTION_EDU_CASE_TIME_LIMIT", "0.5")
+    monkeypatch.setenv("INVOLUTION_EDU_TOTAL_TIME_LIMIT", "2")
+
+    def endless(x, module):
+        while True:
+            x = x + 0
+
+    assert_rejects(check_fixed_involution, endless, capsys, "ran for more than")

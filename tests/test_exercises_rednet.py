@@ -78,8 +78,34 @@ def bottleneck_params_always_shortcut(in_channels, planes, stride):
     return bottleneck_params_no_shortcut(in_channels, planes, stride) + in_channels * 4 * planes + 8 * planes
 
 
+def bottleneck_params_by_parts(in_channels, planes, stride):
+    """A natural alternative: a helper per layer kind, the shortcut from the shapes it must match."""
+    def conv(a, b, bias=False):
+        return a * b + (b if bias else 0)
+
+    def bn(c):
+        return 2 * c
+
+    out = 4 * planes
+    involution = conv(planes, planes // 4) + bn(planes // 4) + conv(planes // 4, 49 * (planes // 16), bias=True)
+    main = conv(in_channels, planes) + bn(planes) + involution + bn(planes) + conv(planes, out) + bn(out)
+    needs_projection = (in_channels, stride) != (out, 1)
+    return main + (conv(in_channels, out) + bn(out) if needs_projection else 0)
+
+
 def test_bottleneck_params_accepts_solution(capsys):
     assert_accepts(check_bottleneck_params, bottleneck_params_solution, capsys)
+    assert_accepts(check_bottleneck_params, bottleneck_params_by_parts, capsys)
+
+
+def bottleneck_params_shortcut_only_when_widening(in_channels, planes, stride):
+    total = bottleneck_params_no_shortcut(in_channels, planes, stride)
+    return total + (in_channels * 4 * planes + 8 * planes if stride != 1 or in_channels < 4 * planes else 0)
+
+
+def test_bottleneck_params_covers_a_narrowing_block(capsys):
+    assert_rejects(check_bottleneck_params, bottleneck_params_shortcut_only_when_widening, capsys,
+                   "'a narrowing block: 1024 -> 256'", "narrows 1024 channels to 256")
 
 
 @pytest.mark.parametrize(
@@ -127,65 +153,89 @@ def test_bottleneck_params_refuses_building_the_block(shortcut, capsys):
 
 
 def test_bottleneck_params_not_attempted_and_crashing(capsys):
-    assert check_bottleneck_params(not_attempted) is False
+    assert not check_bottleneck_params(not_attempted)
     assert "not attempted yet" in capsys.readouterr().out
-    assert check_bottleneck_params(lambda c, p, s: c // 0) is False
+    assert not check_bottleneck_params(lambda c, p, s: c // 0)
     assert "ZeroDivisionError" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- stage_shapes
-def _halve(size):
-    return (size - 1) // 2 + 1  # a 3x3 (or 7x7 involution, or 1x1) layer with stride 2 and "same" padding: ceil(size / 2)
+def _out(size, kernel_size, stride, padding):
+    return (size + 2 * padding - kernel_size) // stride + 1
 
 
-def stage_shapes_solution(input_size):
-    size = _halve(_halve(input_size))  # stem conv stride 2, max pool stride 2
-    shapes = [(64, size, size), (256, size, size)]
+def stage_shapes_solution(height, width, stem_stride, max_pool):
+    def stem(n):
+        n = _out(n, 3, stem_stride, 1)
+        return _out(n, 3, 2, 1) if max_pool else n
+
+    h, w = stem(height), stem(width)
+    shapes = [(64, h, w), (256, h, w)]
     for channels in (512, 1024, 2048):
-        size = _halve(size)
-        shapes.append((channels, size, size))
+        h, w = _out(h, 7, 2, 3), _out(w, 7, 2, 3)
+        shapes.append((channels, h, w))
     return shapes
 
 
-def stage_shapes_floor(input_size):
-    size = input_size // 4
-    shapes = [(64, size, size), (256, size, size)]
-    for channels in (512, 1024, 2048):
-        size //= 2
-        shapes.append((channels, size, size))
+def stage_shapes_by_halving(height, width, stem_stride, max_pool):
+    """A natural alternative: count the halvings, ceil(n / 2) each, with -(-n // 2)."""
+    halvings = [int(stem_stride == 2) + int(max_pool), 0, 1, 1, 1]
+    h, w, shapes = height, width, []
+    for channels, count in zip((64, 256, 512, 1024, 2048), halvings):
+        for _ in range(count):
+            h, w = -(-h // 2), -(-w // 2)
+        shapes.append([channels, h, w])  # lists instead of tuples are fine
     return shapes
 
 
-def stage_shapes_forgets_max_pool(input_size):
-    size = _halve(input_size)
-    shapes = [(64, size, size), (256, size, size)]
-    for channels in (512, 1024, 2048):
-        size = _halve(size)
-        shapes.append((channels, size, size))
+def test_stage_shapes_accepts_solution_and_alternatives(capsys):
+    assert_accepts(check_stage_shapes, stage_shapes_solution, capsys)
+    assert_accepts(check_stage_shapes, stage_shapes_by_halving, capsys)
+    assert_accepts(check_stage_shapes, lambda *a: tuple(stage_shapes_solution(*a)), capsys)
+
+
+def _transform(fn):
+    return lambda height, width, stem_stride, max_pool: fn(height, width, stem_stride, max_pool)
+
+
+def stage_shapes_floor(height, width, stem_stride, max_pool):
+    halvings = [int(stem_stride == 2) + int(max_pool), 0, 1, 1, 1]
+    h, w, shapes = height, width, []
+    for channels, count in zip((64, 256, 512, 1024, 2048), halvings):
+        for _ in range(count):
+            h, w = h // 2, w // 2
+        shapes.append((channels, h, w))
     return shapes
 
 
-def stage_shapes_inner_width(input_size):
-    return [(c // 4 if c > 64 else c, h, w) for c, h, w in stage_shapes_solution(input_size)]
+def stage_shapes_ignores_max_pool(height, width, stem_stride, max_pool):
+    return stage_shapes_solution(height, width, stem_stride, True)
 
 
-def stage_shapes_layer1_strided(input_size):
-    size = _halve(_halve(input_size))
-    shapes = [(64, size, size)]
-    for channels in (256, 512, 1024, 2048):
-        size = _halve(size)
-        shapes.append((channels, size, size))
-    return shapes
+def stage_shapes_forgets_max_pool(height, width, stem_stride, max_pool):
+    return stage_shapes_solution(height, width, stem_stride, False)
 
 
-def test_stage_shapes_accepts_solution(capsys):
-    assert check_stage_shapes(stage_shapes_solution) is True
-    assert "all 5 cases pass" in capsys.readouterr().out
-    assert check_stage_shapes(lambda n: [tuple(s) for s in stage_shapes_solution(n)]) is True  # tuples or lists
+def stage_shapes_ignores_stem_stride(height, width, stem_stride, max_pool):
+    return stage_shapes_solution(height, width, 2, max_pool)
 
 
-def stage_shapes_no_stride_in_layer4(input_size):
-    shapes = stage_shapes_solution(input_size)
+def stage_shapes_inner_width(*args):
+    return [(c // 4 if c > 64 else c, h, w) for c, h, w in stage_shapes_solution(*args)]
+
+
+def stage_shapes_layer1_strided(*args):
+    shapes = stage_shapes_solution(*args)
+    return shapes[:1] + [(c, -(-h // 2), -(-w // 2)) for c, h, w in shapes[:-1][1:]] + [
+        (2048, -(-shapes[-1][1] // 2), -(-shapes[-1][2] // 2))]
+
+
+def stage_shapes_swapped(*args):
+    return [(c, w, h) for c, h, w in stage_shapes_solution(*args)]
+
+
+def stage_shapes_no_stride_in_layer4(*args):
+    shapes = stage_shapes_solution(*args)
     c, h, w = shapes[3]
     return shapes[:4] + [(2048, h, w)]
 
@@ -194,24 +244,31 @@ def stage_shapes_no_stride_in_layer4(input_size):
     "wrong, needles",
     [
         (stage_shapes_floor, ("floor",)),
-        (stage_shapes_forgets_max_pool, ("max pool",)),
+        (stage_shapes_forgets_max_pool, ("forgot the max pool",)),
+        (stage_shapes_ignores_max_pool, ("no max pool in this stem",)),
+        (stage_shapes_ignores_stem_stride, ("stem.0 has stride 1 here",)),
         (stage_shapes_inner_width, ("inner widths",)),
         (stage_shapes_layer1_strided, ("layer1 has stride 1",)),
-        (stage_shapes_no_stride_in_layer4, ("'224 x 224 (ImageNet)'",)),
-        (lambda n: [(c, h) for c, h, _ in stage_shapes_solution(n)], ("'224 x 224 (ImageNet)'",)),
+        (stage_shapes_swapped, ("swapped",)),
+        (stage_shapes_no_stride_in_layer4, ("'224 x 224, the paper's stem'",)),
+        (lambda *a: [(c, h) for c, h, _ in stage_shapes_solution(*a)], ("'224 x 224, the paper's stem'",)),
     ],
 )
 def test_stage_shapes_names_the_mistake(wrong, needles, capsys):
     assert_rejects(check_stage_shapes, wrong, capsys, *needles)
 
 
-def stage_shapes_by_running(input_size):
+def stage_shapes_by_running(height, width, stem_stride, max_pool):
     import torch
 
     from involution_edu.rednet import RedNet
 
     with torch.device("meta"):
-        stages = RedNet(26).forward_stages(torch.empty(1, 3, input_size, input_size))
+        backbone = RedNet(26)
+        backbone.stem[0].conv.stride = (stem_stride, stem_stride)
+        if not max_pool:
+            backbone.maxpool = torch.nn.Identity()
+        stages = backbone.forward_stages(torch.empty(1, 3, height, width))
     return [tuple(out.shape[1:]) for _, out in stages]
 
 
@@ -219,10 +276,12 @@ def test_stage_shapes_refuses_running_the_network(capsys):
     assert_rejects(check_stage_shapes, stage_shapes_by_running, capsys, "asks you to write the size arithmetic yourself")
 
 
-def test_stage_shapes_rejects_wrong_length(capsys):
-    assert check_stage_shapes(lambda n: stage_shapes_solution(n)[1:]) is False
+def test_stage_shapes_rejects_wrong_length_and_the_old_signature(capsys):
+    assert not check_stage_shapes(lambda *a: stage_shapes_solution(*a)[1:])
     assert "expected 5 items" in capsys.readouterr().out
-    assert check_stage_shapes(not_attempted) is False
+    assert not check_stage_shapes(lambda input_size: [(64, 56, 56)] * 5)
+    assert "TypeError" in capsys.readouterr().out
+    assert not check_stage_shapes(not_attempted)
     assert "not attempted yet" in capsys.readouterr().out
 
 
@@ -307,12 +366,42 @@ def test_identify_checkpoint_names_the_mistake(wrong, needles, capsys):
     assert_rejects(check_identify_checkpoint, wrong, capsys, *needles)
 
 
+def identify_by_length(state_dict):
+    """Issue 15's shortcut: every standard classifier has 25 entries a block and 30 besides."""
+    return 3 * ((len(state_dict) - 30) // 25) + 2, math.isqrt(_stem_outputs(state_dict) // 2)
+
+
+_STANDARD = {(1, 2, 4, 1): 26, (2, 3, 5, 2): 38, (3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
+
+
+def identify_by_standard_table(state_dict):
+    names = _strip(state_dict)
+    blocks = tuple(max(int(n.split(".")[1]) for n in names if n.startswith(f"layer{s}.")) + 1 for s in range(1, 5))
+    return _STANDARD.get(blocks, 50), math.isqrt(_stem_outputs(state_dict) // 2)
+
+
+def identify_by_num_batches_tracked(state_dict):
+    bn_count = sum(name.endswith("num_batches_tracked") for name in state_dict)  # 4 BNs a block, 4 shortcuts, 4 in the stem
+    return 3 * ((bn_count - 8) // 4) + 2, math.isqrt(_stem_outputs(state_dict) // 2)
+
+
+def test_identify_checkpoint_refuses_counting_entries(capsys):
+    assert_rejects(check_identify_checkpoint, identify_by_length, capsys, "'RedNet-50, legacy (no num_batches_tracked)'",
+                   "count blocks, not entries")
+    assert_rejects(check_identify_checkpoint, identify_by_num_batches_tracked, capsys, "legacy")
+
+
+def test_identify_checkpoint_covers_other_block_counts(capsys):
+    assert_rejects(check_identify_checkpoint, identify_by_standard_table, capsys, "'blocks (2, 2, 2, 2), 5x5 stem'",
+                   "8 blocks give depth 26")
+
+
 def test_identify_checkpoint_refuses_loading_models(capsys):
     assert_rejects(check_identify_checkpoint, identify_by_loading, capsys, "asks you to write the reading of names and shapes yourself")
 
 
 def test_identify_checkpoint_not_attempted(capsys):
-    assert check_identify_checkpoint(not_attempted) is False
+    assert not check_identify_checkpoint(not_attempted)
     assert "not attempted" in capsys.readouterr().out
 
 
@@ -342,3 +431,110 @@ def test_most_parameters_answer_is_what_the_count_says():
         elif name.startswith("backbone.layer") and (".conv1." in name or ".conv3." in name):
             groups["b"] += parameter.numel()
     assert max(groups, key=groups.get) == QUESTIONS["most_parameters"].answer
+
+
+# ----------------------------------------------------------------------------- run-time routes, hidden cases,
+# time limits and side effects (issue 15)
+def _exec_route(source, name):
+    namespace = {}
+    exec(compile(source, "<string>", "exec"), namespace)
+    return namespace[name]
+
+
+def _module_route(tmp_path, source, name, module_name):
+    import importlib
+    import sys
+
+    (tmp_path / f"{module_name}.py").write_text(source)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_bottleneck_params_refuses_run_time_routes(tmp_path, capsys):
+    by_name = _exec_route(
+        "import importlib\n"
+        "def count(in_channels, planes, stride):\n"
+        "    rednet = importlib.import_module('involution_edu.red' + 'net')\n"
+        "    layer = getattr(importlib.import_module('involution_edu.resnet'), 'make_res_' + 'layer')(\n"
+        "        rednet.InvolutionBottleneck, 1, in_channels, 4 * planes, stride)\n"
+        "    return sum(p.numel() for p in layer.parameters())\n", "count")
+    assert_rejects(check_bottleneck_params, by_name, capsys, "asks you to write the count from the layer shapes yourself")
+    oracle = _module_route(tmp_path, "from involution_edu.exercises import rednet as r\n"
+                                     "def count(*args):\n    return getattr(r, '_bottleneck_params_' + 'expected')(*args)\n",
+                           "count", "my_count_helper")
+    assert_rejects(check_bottleneck_params, oracle, capsys, "yourself")
+
+
+def _named_table(solution, args_list):
+    return {tuple(args): solution(*args) for args in args_list}
+
+
+def test_bottleneck_params_a_table_of_the_named_answers_fails(monkeypatch, capsys):
+    monkeypatch.setenv("INVOLUTION_EDU_CHECK_SEED", "3")
+    named = [(64, 64, 1), (256, 64, 1), (256, 64, 2), (256, 128, 2), (128, 32, 1), (1024, 64, 1), (1024, 256, 1),
+             (1024, 512, 2)]
+    table = _named_table(bottleneck_params_solution, named)
+    assert_rejects(check_bottleneck_params, lambda *args: table.get(args, 0), capsys, "random case")
+
+
+def test_stage_shapes_a_table_of_the_named_answers_fails(monkeypatch, capsys):
+    monkeypatch.setenv("INVOLUTION_EDU_CHECK_SEED", "3")
+    named = [(224, 224, 2, True), (32, 32, 1, False), (65, 47, 2, True), (100, 100, 1, True), (33, 20, 2, False),
+             (3, 5, 2, True)]
+    table = _named_table(stage_shapes_solution, named)
+    assert_rejects(check_stage_shapes, lambda *args: table.get(args, [(64, 1, 1)] * 5), capsys, "random case")
+
+
+def test_stage_shapes_refuses_a_run_time_route(capsys):
+    by_name = _exec_route(
+        "import importlib, torch\n"
+        "def shapes(height, width, stem_stride, max_pool):\n"
+        "    net = getattr(importlib.import_module('involution_edu.rednet'), 'Red' + 'Net')(26)\n"
+        "    return [tuple(o.shape[1:]) for _, o in net.forward_stages(torch.zeros(1, 3, height, width))]\n", "shapes")
+    assert_rejects(check_stage_shapes, by_name, capsys, "asks you to write the size arithmetic yourself")
+
+
+def test_identify_checkpoint_refuses_a_run_time_route(capsys):
+    by_loading = _exec_route(
+        "import importlib\n"
+        "def identify(state_dict):\n"
+        "    build = getattr(importlib.import_module('involution_edu.rednet'), 'red' + 'net')\n"
+        "    for depth in (26, 38, 50, 101, 152):\n"
+        "        for k in (3, 7):\n"
+        "            try:\n"
+        "                build(depth, stem_kernel_size=k).load_state_dict(state_dict)\n"
+        "                return depth, k\n"
+        "            except RuntimeError:\n"
+        "                pass\n", "identify")
+    assert_rejects(check_identify_checkpoint, by_loading, capsys, "asks you to write the reading of names and shapes yourself")
+
+
+def test_identify_checkpoint_names_a_side_effect_on_the_state_dict(capsys):
+    def strips_in_place(state_dict):
+        for name in list(state_dict):
+            for prefix in ("module.", "backbone."):
+                if name.startswith(prefix):
+                    state_dict[name[len(prefix):]] = state_dict.pop(name)
+                    break
+        return identify_solution(state_dict)
+
+    assert_rejects(check_identify_checkpoint, strips_in_place, capsys, "changed its input")
+
+
+@pytest.mark.parametrize("checker, arity", [(check_bottleneck_params, 3), (check_stage_shapes, 4),
+                                            (check_identify_checkpoint, 1)])
+def test_checkers_time_out_on_an_endless_loop(checker, arity, monkeypatch, capsys):
+    monkeypatch.setenv("INVOLUTION_EDU_CASE_TIME_LIMIT", "0.5")
+    monkeypatch.setenv("INVOLUTION_EDU_TOTAL_TIME_LIMIT", "2")
+
+    def endless(*args):
+        assert len(args) == arity
+        blocks = 0
+        while blocks < 4:  # `blocks + 1` where `blocks += 1` was meant
+            blocks + 1
+        return blocks
+
+    assert_rejects(checker, endless, capsys, "ran for more than")

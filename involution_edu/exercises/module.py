@@ -5,7 +5,9 @@ answers come from the library (the layers of a real :class:`~involution_edu.modu
 the module's own forward pass) and hands it to
 :func:`~involution_edu.exercises.framework.run_cases`, which prints one verdict and returns
 ``True`` only when every case passes. The likely mistakes are computed with deliberately wrong
-implementations, so the verdict can name them.
+implementations, so the verdict can name them. After the named cases each checker draws a few
+hidden cases at random on every call (a table of memorised answers fails them), and a run-time
+guard refuses the routes each exercise closes, however they are reached.
 
 Exercises checked here::
 
@@ -20,14 +22,15 @@ Exercises checked here::
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..counting import count_flops
 from ..functional import involution, involution_unfold
-from ..module import Involution
+from ..module import ConvNormAct, Involution, stride_pool
 from ..reference import involution_loops
 from ..shapes import default_padding, output_size
 from .framework import Case, Question, run_cases
@@ -40,6 +43,19 @@ __all__ = [
     "involution_madds_reference",
     "seeded_module",
 ]
+
+
+def _run(title: str, candidate: Callable[..., object], cases: Sequence[Case], *, what: str,
+         forbid: Sequence[object] = (), families: Sequence[str] = (), allow: Sequence[object] = (),
+         random_cases: Optional[Callable[[np.random.Generator], Sequence[Case]]] = None,
+         legacy_forbidden: Sequence[object] = ()):
+    """``run_cases`` with this exercise's rule (run-time guard) and hidden random cases."""
+    try:
+        from .framework import Rule
+    except ImportError:  # the framework before the run-time guard: names only, fixed cases only
+        return run_cases(title, candidate, cases, forbidden=list(legacy_forbidden) or list(forbid), what=what)
+    rule = Rule(what=what, forbid=tuple(forbid), families=tuple(families), allow=tuple(allow))
+    return run_cases(title, candidate, cases, rule=rule, random_cases=random_cases)
 
 
 def involution_madds_reference(
@@ -67,11 +83,61 @@ def involution_madds_reference(
     return reduce_madds + span_madds + aggregation_madds
 
 
-def check_involution_madds(involution_madds: Callable[..., object]) -> bool:
+def _madds_case(name: str, why: str, c: int, h: int, w: int, k: int, s: int, r: int, gc: int) -> Case:
+    """One case of ``involution_madds`` with the slips it can show named."""
+    expected = involution_madds_reference(c, h, w, k, s, r, gc)
+    hidden, groups = c // r, c // gc
+    out_positions = -(-h // s) * -(-w // s)
+    floor_positions = max(h // s, 1) * max(w // s, 1)
+    generation = c * hidden + hidden * k * k * groups
+    mistakes = [
+        (generation * h * w + k * k * c * out_positions,
+         "the kernel generation runs on the pooled H' x W' grid, not on the full H x W input"),
+        (generation * out_positions + k * k * c * h * w,
+         "the aggregation runs once per OUTPUT position, H' x W', not per input pixel"),
+        (generation * h * w + k * k * c * h * w, "the stride is ignored: every part runs on the H' x W' grid"),
+        ((generation + k * k * c) * floor_positions,
+         "floor(H / s) rows: the output has ceil(H / s) (the last, partial block still gets an output)"),
+        (expected + k * k * groups * out_positions, "conv2's bias is counted; the exercise leaves biases out"),
+        (expected - hidden * k * k * groups * out_positions, "the span convolution conv2 (C/r -> K*K*G) is missing"),
+        (expected - c * hidden * out_positions, "the reduce convolution conv1 (C -> C/r) is missing"),
+        (expected - k * k * c * out_positions + k * k * groups * out_positions,
+         "the aggregation is counted once per group; every one of the C channels does its own K*K multiply-adds"),
+        (expected - k * k * c * out_positions, "the aggregation (K*K per output element) is missing"),
+    ]
+    merged: List = []
+    for value, message in mistakes:
+        if value == expected:
+            continue
+        same = [index for index, (other, _) in enumerate(merged) if other == value]
+        if same:
+            merged[same[0]] = (value, f"{merged[same[0]][1]}; or: {message}")
+        else:
+            merged.append((value, message))
+    return Case(name, (c, h, w, k, s, r, gc), expected, why, rtol=0.0, atol=0.0, mistakes=merged)
+
+
+def _random_madds(rng: np.random.Generator) -> List[Case]:
+    """Three layers no table holds: random widths, groups, ratio, odd K, stride and (often odd) sizes."""
+    cases = []
+    for _ in range(3):
+        gc = int(rng.choice([2, 4, 8, 16]))
+        c = gc * int(rng.integers(1, 9))
+        r = int(rng.choice([ratio for ratio in (1, 2, 4) if c % ratio == 0]))
+        k = int(rng.choice([1, 3, 5, 7, 9]))
+        s = int(rng.integers(1, 5))
+        h, w = (int(v) for v in rng.integers(1, 65, size=2))
+        cases.append(_madds_case("a random layer", "conv1 and conv2 on the ceil(H/s) x ceil(W/s) grid plus K*K*C per "
+                                 "output position, for any widths, stride and size", c, h, w, k, s, r, gc))
+    return cases
+
+
+def check_involution_madds(involution_madds: Callable[..., object]):
     """Check ``involution_madds(channels, height, width, kernel_size, stride, reduction_ratio, group_channels)``.
 
     Expected: :func:`involution_madds_reference` (conv1 + conv2 weights on the ``H' x W'`` grid,
-    plus ``K^2 * C * H' * W'``; no batch norm, ReLU, pooling or bias).
+    plus ``K^2 * C * H' * W'``; no batch norm, ReLU, pooling or bias). Pure arithmetic: the guard
+    refuses any torch call and any library function (the counters, the reference, building a layer).
     """
     # (name, why, channels, height, width, kernel_size, stride, reduction_ratio, group_channels)
     table = [
@@ -84,33 +150,10 @@ def check_involution_madds(involution_madds: Callable[..., object]) -> bool:
         ("stride 2, non-square 9x14, r=2", "rows and columns separately: ceil(9 / 2) = 5, ceil(14 / 2) = 7",
          32, 9, 14, 3, 2, 2, 8),
     ]
-    cases: List[Case] = []
-    for name, why, c, h, w, k, s, r, gc in table:
-        expected = involution_madds_reference(c, h, w, k, s, r, gc)
-        hidden, groups = c // r, c // gc
-        out_positions = -(-h // s) * -(-w // s)
-        floor_positions = max(h // s, 1) * max(w // s, 1)
-        generation = c * hidden + hidden * k * k * groups
-        mistakes = [
-            (generation * h * w + k * k * c * out_positions,
-             "the kernel generation runs on the pooled H' x W' grid, not on the full H x W input"),
-            (generation * out_positions + k * k * c * h * w,
-             "the aggregation runs once per OUTPUT position, H' x W', not per input pixel"),
-            (generation * h * w + k * k * c * h * w, "the stride is ignored: every part runs on the H' x W' grid"),
-            ((generation + k * k * c) * floor_positions,
-             "floor(H / s) rows: the output has ceil(H / s) (the last, partial block still gets an output)"),
-            (expected + k * k * groups * out_positions, "conv2's bias is counted; the exercise leaves biases out"),
-            (expected - hidden * k * k * groups * out_positions, "the span convolution conv2 (C/r -> K*K*G) is missing"),
-            (expected - c * hidden * out_positions, "the reduce convolution conv1 (C -> C/r) is missing"),
-            (expected - k * k * c * out_positions + k * k * groups * out_positions,
-             "the aggregation is counted once per group; every one of the C channels does its own K*K multiply-adds"),
-            (expected - k * k * c * out_positions, "the aggregation (K*K per output element) is missing"),
-        ]
-        mistakes = [(value, message) for value, message in mistakes if value != expected]
-        cases.append(Case(name, (c, h, w, k, s, r, gc), expected, why, rtol=0.0, atol=0.0, mistakes=mistakes))
-    return run_cases("involution_madds", involution_madds, cases,
-                     forbidden=(involution_madds_reference, count_flops, ".count_flops", ".involution_madds_reference"),
-                     what="the multiply-add count")
+    cases = [_madds_case(*row) for row in table]
+    return _run("involution_madds", involution_madds, cases, what="the multiply-add count", families=["torch"],
+                forbid=[involution_madds_reference, count_flops], random_cases=_random_madds,
+                legacy_forbidden=(involution_madds_reference, count_flops, ".count_flops", ".involution_madds_reference"))
 
 
 def seeded_module(
@@ -182,7 +225,12 @@ def _variant(x: torch.Tensor, module: Involution, *, modulo: bool = False, batch
 
 
 class _NoShortcutInvolution(Involution):
-    """An :class:`Involution` whose own forward pass and kernel generator refuse to run."""
+    """An :class:`Involution` whose own forward pass and kernel generator refuse to run (the submodules
+    ``conv1``, ``conv2`` still run: calling ``module.conv1`` is one natural way to fix the BN bug)."""
+
+    def reduced_features(self, x):  # type: ignore[override]
+        raise RuntimeError("this exercise asks you to write the kernel generation yourself: "
+                           "module.reduced_features is switched off here")
 
     def generate_kernels(self, x):  # type: ignore[override]
         raise RuntimeError("this exercise asks you to write the kernel generation yourself: "
@@ -193,54 +241,109 @@ class _NoShortcutInvolution(Involution):
                            "module(x) (the module's own forward) is switched off here")
 
 
-def check_fixed_involution(fixed_involution: Callable[..., object]) -> bool:
+_FIXED_MISTAKES = [
+    ("channel c still takes the kernel of group c % G (keras.io's grouping, notebook 02); the paper's "
+     "is c // (C // G), contiguous blocks", dict(modulo=True)),
+    ("BatchNorm still normalises with this batch's own mean and variance (training mode); in evaluation "
+     "mode it uses running_mean and running_var", dict(batch_stats=True)),
+    ("the pool still drops the last, partial block (floor mode): use ceil_mode=True", dict(floor=True)),
+    ("the ReLU after the BatchNorm is missing", dict(relu=False)),
+    ("conv2's bias is missing", dict(bias=False)),
+    ("two bugs at once: channel c still takes the kernel of group c % G, and BatchNorm still uses the "
+     "batch's statistics", dict(modulo=True, batch_stats=True)),
+    ("all three bugs are still there", dict(modulo=True, batch_stats=True, floor=True)),
+]
+
+
+def _matches_variant(x: torch.Tensor, module: Involution, kwargs: Dict[str, bool]) -> Callable[[object], bool]:
+    """A predicate: does an answer equal :func:`_variant` with these slips? The variant is computed only
+    when an answer is wrong (so a right answer costs no extra forward passes), from a copy of the weights
+    taken now, before the learner's function runs."""
+    weights = {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
+    cache: Dict[str, object] = {}
+
+    def matches(got: object) -> bool:
+        if "value" not in cache:
+            twin = Involution(module.channels, module.kernel_size, module.stride, module.reduction_ratio,
+                              module.group_channels).double()
+            twin.load_state_dict(weights)
+            try:
+                cache["value"] = _variant(x, twin.eval(), **kwargs)
+            except (RuntimeError, ValueError):  # a floor-mode pool on an odd size, batch statistics of one value
+                cache["value"] = None
+        value = cache["value"]
+        if value is None or not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(value.shape):
+            return False
+        try:
+            return bool(torch.allclose(got.detach().to(torch.float64), value, rtol=1e-9, atol=1e-10))
+        except (RuntimeError, TypeError):
+            return False
+
+    return matches
+
+
+def _fixed_case(name: str, why: str, seed: int, batch: int, channels: int, h: int, w: int, k: int, stride: int,
+                r: int, gc: int, name_mistakes: bool = True) -> Case:
+    """A seeded eval-mode module and input; expected = the module's own forward, then its forward is switched off.
+    ``name_mistakes``: also compute the likely slips (the named cases; a random case only states its property)."""
+    module = seeded_module(seed, channels, k, stride, r, gc)
+    x = torch.randn(batch, channels, h, w, generator=torch.Generator().manual_seed(100 + seed), dtype=torch.float64)
+    with torch.no_grad():
+        expected = module(x)
+    mistakes = [(_matches_variant(x, module, kwargs), message) for message, kwargs in _FIXED_MISTAKES] if name_mistakes else []
+    module.__class__ = _NoShortcutInvolution
+    return Case(name, (x, module), expected, why, rtol=1e-9, atol=1e-10, mistakes=mistakes)
+
+
+def _random_fixed(rng: np.random.Generator) -> List[Case]:
+    """Three modules no table holds: random groups, group size, K, stride (1-3), odd or even sizes, batch."""
+    cases = []
+    for _ in range(3):
+        groups, gc = int(rng.integers(1, 5)), int(rng.choice([1, 2, 4]))
+        channels = groups * gc
+        r = int(rng.choice([ratio for ratio in (1, 2) if channels % ratio == 0]))
+        k, stride = int(rng.choice([1, 3, 5])), int(rng.integers(1, 4))
+        h, w = (int(v) for v in rng.integers(1, 11, size=2))
+        batch = int(rng.integers(1, 4))
+        cases.append(_fixed_case("a random module", "module(x) for any groups, stride, odd or even size and batch: "
+                                 "group c // (C / G), running statistics, the last partial block averaged",
+                                 int(rng.integers(1000, 10**6)), batch, channels, h, w, k, stride, r, gc,
+                                 name_mistakes=False))
+    return cases
+
+
+def check_fixed_involution(fixed_involution: Callable[..., object]):
     """Check ``fixed_involution(x, module)``: :func:`broken_involution` with its three bugs fixed.
 
     The expected output is the library module's own forward pass (eval mode, float64, seeded
     weights, BatchNorm running statistics far from any batch's). The module handed to the
-    learner's function refuses ``module(x)`` and ``module.generate_kernels``.
+    learner's function refuses ``module(x)``, ``module.generate_kernels`` and
+    ``module.reduced_features``; the run-time guard refuses every implementation of the operator
+    and the library's forward pass reached any other way. ``module.conv1`` and ``stride_pool``
+    (shown in the notebook) may be used.
     """
-    # (name, why, batch, channels, height, width, kernel_size, stride, reduction_ratio, group_channels)
+    # (name, why, seed, batch, channels, height, width, kernel_size, stride, reduction_ratio, group_channels)
     table = [
         ("2 groups, stride 1, 6x6", "BatchNorm in evaluation mode (running_mean and running_var); channel c in "
-         "group c // (C / G)", 1, 8, 6, 6, 3, 1, 2, 4),
+         "group c // (C / G)", 0, 1, 8, 6, 6, 3, 1, 2, 4),
         ("4 groups, stride 1, K=5, 7x9", "groups > 1: channel c uses the kernel of group c // (C / G)",
-         2, 16, 7, 9, 5, 1, 2, 4),
-        ("stride 2, even size 8x10, 2 groups", "stride 2: kernels from the 2x2-averaged input", 1, 8, 8, 10, 3, 2, 2, 4),
+         1, 2, 16, 7, 9, 5, 1, 2, 4),
+        ("stride 2, even size 8x10, 2 groups", "stride 2: kernels from the 2x2-averaged input", 2, 1, 8, 8, 10, 3, 2, 2, 4),
         ("stride 2, odd size 7x7", "odd size with stride 2: unfold gives ceil(7/2) = 4 positions per axis, so the "
-         "pool must give 4 too (ceil_mode=True)", 2, 8, 7, 7, 3, 2, 2, 2),
-        ("stride 3, K=7, 11x10, 3 groups", "stride 3, odd and non-square sizes", 1, 12, 11, 10, 7, 3, 3, 4),
-        ("K=1, one group, batch 3, 5x6", "K = 1; one group; a batch of three", 3, 8, 5, 6, 1, 1, 4, 8),
+         "pool must give 4 too (ceil_mode=True)", 3, 2, 8, 7, 7, 3, 2, 2, 2),
+        ("stride 3, K=7, 11x10, 3 groups", "stride 3, odd and non-square sizes", 4, 1, 12, 11, 10, 7, 3, 3, 4),
+        ("K=1, one group, batch 3, 5x6", "K = 1; one group; a batch of three", 5, 3, 8, 5, 6, 1, 1, 4, 8),
     ]
-    cases: List[Case] = []
-    for seed, (name, why, batch, channels, h, w, k, stride, r, gc) in enumerate(table):
-        module = seeded_module(seed, channels, k, stride, r, gc)
-        x = torch.randn(batch, channels, h, w, generator=torch.Generator().manual_seed(100 + seed), dtype=torch.float64)
-        with torch.no_grad():
-            expected = module(x)
-        mistakes = []
-        for message, kwargs in [
-            ("channel c still takes the kernel of group c % G (keras.io's grouping, notebook 02); the paper's "
-             "is c // (C // G), contiguous blocks", dict(modulo=True)),
-            ("BatchNorm still normalises with this batch's own mean and variance (training mode); in evaluation "
-             "mode it uses running_mean and running_var", dict(batch_stats=True)),
-            ("the pool still drops the last, partial block (floor mode): use ceil_mode=True", dict(floor=True)),
-            ("the ReLU after the BatchNorm is missing", dict(relu=False)),
-            ("conv2's bias is missing", dict(bias=False)),
-            ("two bugs at once: channel c still takes the kernel of group c % G, and BatchNorm still uses the "
-             "batch's statistics", dict(modulo=True, batch_stats=True)),
-            ("all three bugs are still there", dict(modulo=True, batch_stats=True, floor=True)),
-        ]:
-            try:
-                mistakes.append((_variant(x, module, **kwargs), message))
-            except RuntimeError:  # a floor-mode pool on an odd size does not even run
-                pass
-        module.__class__ = _NoShortcutInvolution
-        cases.append(Case(name, (x, module), expected, why, rtol=1e-9, atol=1e-10, mistakes=mistakes))
-    forbidden = (Involution.forward, Involution.generate_kernels, involution, involution_unfold, involution_loops,
-                 ".generate_kernels", ".forward", ".involution_unfold", ".involution_loops")
-    return run_cases("fixed_involution", _without_grad(fixed_involution), cases, forbidden=forbidden,
-                     what="the fixed forward pass")
+    cases = [_fixed_case(*row) for row in table]
+    forbid = [Involution.forward, Involution.generate_kernels, involution, involution_unfold, involution_loops]
+    if hasattr(Involution, "reduced_features"):
+        forbid.append(Involution.reduced_features)
+    return _run("fixed_involution", _without_grad(fixed_involution), cases, what="the fixed forward pass",
+                forbid=forbid, families=["involution"], allow=[stride_pool, ConvNormAct.forward, broken_involution],
+                random_cases=_random_fixed,
+                legacy_forbidden=(Involution.forward, Involution.generate_kernels, involution, involution_unfold,
+                                  involution_loops, ".generate_kernels", ".forward", ".involution_unfold",
+                                  ".involution_loops"))
 
 
 def _without_grad(function: Callable[..., object]) -> Callable[..., object]:
@@ -261,24 +364,26 @@ def _without_grad(function: Callable[..., object]) -> Callable[..., object]:
 # --------------------------------------------------------------------------------------------
 
 QUESTIONS: Dict[str, Question] = {
-    "locally_connected": Question(
-        prompt="A locally connected layer has its own learned K x K kernel at every position (not generated). "
-               "Shift its input by 3 pixels: what happens to the output?",
+    "involution_shift": Question(
+        prompt="Shift the input of a stride-1 Involution (eval mode) circularly by (3, 5) pixels. Away from the "
+               "border, what does its output do?",
         choices={
-            "a": "it shifts by 3 pixels too, like a convolution's",
-            "b": "it changes in general: the content moves but each position keeps its own kernel",
-            "c": "it does not change at all",
-            "d": "it shifts by 3 pixels, except that it is also scaled",
+            "a": "it shifts by (3, 5), as a convolution's would",
+            "b": "it changes in general: each position has its own kernel",
+            "c": "it does not change",
+            "d": "it shifts by (3, 5), but only approximately, because the kernels at the new positions differ a little",
         },
-        answer="b",
-        explanation="The kernel at position (i, j) is a parameter tied to (i, j). After the shift, a different "
-                    "pixel sits under that kernel, so the output is not the shifted output. Involution's kernel "
-                    "moves with the content because it is computed from it.",
+        answer="a",
+        explanation="phi works pixel by pixel (1x1 convolutions, eval-mode BN, ReLU), so the kernel generated at "
+                    "(i + 3, j + 5) of the shifted input is the kernel generated at (i, j) of the original; the "
+                    "aggregation then computes the same sum at the shifted position. The kernels move with the "
+                    "content. A locally connected layer's kernels are tied to positions and do not.",
         wrong={
-            "a": "a convolution is equivariant because its one kernel is the same everywhere; here each position "
-                 "has a different kernel, and the kernels do not move with the content",
-            "c": "the input under each kernel has changed, so the output changes",
-            "d": "nothing rescales the output; the kernels at the new positions are simply different kernels",
+            "b": "that is the locally connected layer, whose kernels are parameters tied to positions; involution's "
+                 "kernels are computed from the features at each position, so they move with the content",
+            "c": "the content moved, and the kernels move with it: the output moves too",
+            "d": "the same pixel values give the same kernel, so the shifted output equals the shifted original to "
+                 "rounding (the notebook asserts < 1e-12 away from the border)",
         },
     ),
     "stride_shift": Question(

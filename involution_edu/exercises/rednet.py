@@ -2,38 +2,72 @@
 
 Every expected answer comes from the library: the block or network is built (on the
 ``meta`` device where only shapes matter) and measured with
-:func:`~involution_edu.counting.count_parameters` or a forward pass. Exercises checked here::
+:func:`~involution_edu.counting.count_parameters` or a forward pass. Each checker runs its
+named cases, then a few hidden cases drawn at random on every call, so a table of answers
+cannot pass. Exercises checked here::
 
     bottleneck_params(in_channels, planes, stride) -> int
         parameters of one RedNet bottleneck (7x7 involution, r = 4, 16 channels per group)
         with inner width ``planes`` and output width ``4 * planes``, shortcut included
-    stage_shapes(input_size) -> [(C, H, W)] * 5
-        RedNet's feature-map shape after the stem (max pool included) and after layer1..layer4
-        for a square ``input_size x input_size`` image
+    stage_shapes(height, width, stem_stride, max_pool) -> [(C, H, W)] * 5
+        the feature-map shape after the stem (max pool included when there is one) and after
+        layer1..layer4 of a RedNet whose stem conv ``stem.0`` has stride ``stem_stride`` (2 in
+        the paper) and whose max pool is there or not, for a ``height x width`` image
     identify_checkpoint(state_dict) -> (depth, stem_kernel_size)
         which RedNet a checkpoint holds, from its names and shapes alone (a classifier with
-        ``backbone.``/``head.`` keys, a bare backbone, or a DDP one with ``module.`` prefixes)
+        ``backbone.``/``head.`` keys, a bare backbone, a DDP one with ``module.`` prefixes, or
+        a legacy one without ``num_batches_tracked`` entries; any blocks per stage)
 
 Questions (``QUESTIONS``): ``strided_shortcut``, ``most_parameters``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from functools import lru_cache
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
+import numpy as np
 import torch
+import torch.nn as nn
 
 from ..counting import count_parameters
 from ..rednet import InvolutionBottleneck, RedNet, load_checkpoint, rednet
-from ..resnet import EXPANSION, make_res_layer
+from ..resnet import EXPANSION, STAGE_BLOCKS, STAGE_PLANES, STAGE_STRIDES, make_res_layer
 from .framework import Case, Question, run_cases
 
 __all__ = ["check_bottleneck_params", "check_stage_shapes", "check_identify_checkpoint", "QUESTIONS"]
 
 
+def _run(title: str, candidate: Callable[..., object], cases: Sequence[Case], *, what: str,
+         forbid: Sequence[object] = (), families: Sequence[str] = (), allow: Sequence[object] = (),
+         random_cases: Callable[[np.random.Generator], Sequence[Case]] | None = None,
+         legacy_forbidden: Sequence[object] = ()):
+    """``run_cases`` with this exercise's rule (run-time guard) and hidden random cases."""
+    try:
+        from .framework import Rule
+    except ImportError:  # the framework before the run-time guard: names only, fixed cases only
+        return run_cases(title, candidate, cases, forbidden=list(legacy_forbidden) or list(forbid), what=what)
+    rule = Rule(what=what, forbid=tuple(forbid), families=tuple(families), allow=tuple(allow))
+    return run_cases(title, candidate, cases, rule=rule, random_cases=random_cases)
+
+
+def _cached(function: Callable[..., object]) -> Callable[..., object]:
+    """A memo of ``function`` that stays a Python function (``functools.lru_cache`` returns a C object whose
+    cache hits the run-time guard cannot see, so a learner calling an oracle would not be refused)."""
+    memo: Dict[Tuple[object, ...], object] = {}
+
+    @functools.wraps(function)
+    def cached(*args: object) -> object:
+        if args not in memo:
+            memo[args] = function(*args)
+        return memo[args]
+
+    return cached
+
+
 # ----------------------------------------------------------------------------- bottleneck_params
+@_cached
 def _bottleneck_params_expected(in_channels: int, planes: int, stride: int) -> int:
     with torch.device("meta"):
         layer = make_res_layer(InvolutionBottleneck, 1, in_channels, EXPANSION * planes, stride)
@@ -61,131 +95,264 @@ def _bottleneck_mistakes(in_channels: int, planes: int, stride: int) -> List[Tup
         if stride != 1 and in_channels == out:
             mistakes.append((right - shortcut, "the channels match but the stride is 2: x cannot be added to a map of "
                                                f"half the size, so this block needs the shortcut conv + BN ({shortcut} values)"))
+        elif in_channels > out:
+            mistakes.append((right - shortcut, f"the block narrows {in_channels} channels to {out}: x cannot be added "
+                                               f"as it is, so it needs the shortcut conv + BN ({shortcut} values)"))
         else:
             mistakes.append((right - shortcut, f"you left out the shortcut (1x1 conv {in_channels} -> {out} + BN = {shortcut} values)"))
         mistakes.append((right + out, "the shortcut's 1x1 conv has no bias (a BN follows it)"))
     else:
         mistakes.append((right + shortcut, "this block has the same shape in and out: its shortcut is the identity, "
                                            "with no parameters"))
-    return mistakes
+    return [(value, message) for value, message in mistakes if value != right]
 
 
-def check_bottleneck_params(bottleneck_params: Callable[[int, int, int], object]) -> bool:
-    """Check ``bottleneck_params(in_channels, planes, stride) -> int`` against a built block."""
+def _bottleneck_case(name: str, args: Tuple[int, int, int], why: str) -> Case:
+    return Case(name, args, _bottleneck_params_expected(*args), why, rtol=0.0, atol=0.0,
+                mistakes=_bottleneck_mistakes(*args))
+
+
+def _random_bottlenecks(rng: np.random.Generator) -> List[Case]:
+    """Three blocks no table holds: one that keeps its width, one that narrows, one of any shape."""
+    cases = []
+    for kind in ("same width", "narrowing", "any"):
+        planes = 16 * int(rng.integers(1, 33))
+        stride = int(rng.choice([1, 2]))
+        if kind == "same width":
+            in_channels = 4 * planes
+        elif kind == "narrowing":
+            in_channels = 4 * planes + 8 * int(rng.integers(1, 257))
+        else:
+            in_channels = 8 * int(rng.integers(1, 513))
+        cases.append(_bottleneck_case(f"a random {kind} block", (in_channels, planes, stride),
+                                      "every weight, bias and BN vector of a block built from these arguments, "
+                                      "the shortcut whenever x cannot be added as it is"))
+    return cases
+
+
+def check_bottleneck_params(bottleneck_params: Callable[[int, int, int], object]):
+    """Check ``bottleneck_params(in_channels, planes, stride) -> int`` against a built block.
+
+    Pure arithmetic: the run-time guard refuses any torch call and any library function (building
+    the block and counting its parameters is the route the exercise closes).
+    """
     table = [
         ("layer1.0: 64 -> 256", (64, 64, 1), "the first block of layer1 widens 64 -> 256, so it has a shortcut conv + BN even with stride 1"),
         ("layer1.1: 256 -> 256", (256, 64, 1), "same shape in and out: no shortcut parameters at all"),
         ("256 -> 256 with stride 2", (256, 64, 2), "the channels already match, but stride 2 halves the map: the shortcut needs its strided 1x1 conv + BN"),
         ("layer2.0: 256 -> 512, stride 2", (256, 128, 2), "a strided first block: shortcut conv 256 -> 512 + BN; the stride adds no parameters"),
         ("a narrow block: 128 -> 128", (128, 32, 1), "planes = 32: G = 2 groups, C/r = 8 hidden channels"),
+        ("a narrowing block: 1024 -> 256", (1024, 64, 1), "in > out: x has more channels than the output, so the block needs the shortcut conv + BN"),
         ("layer3.1: 1024 -> 1024", (1024, 256, 1), "a wide block: the involution has G = 256 // 16 = 16 groups and C/r = 64 hidden channels"),
         ("layer4.0: 1024 -> 2048, stride 2", (1024, 512, 2), "the widest block; conv2 of the involution has a bias of K*K*G = 49 * 32 entries"),
     ]
-    cases = [Case(name, args, _bottleneck_params_expected(*args), why, mistakes=_bottleneck_mistakes(*args))
-             for name, args, why in table]
-    return run_cases("bottleneck_params", bottleneck_params, cases,
-                     forbidden=[count_parameters, InvolutionBottleneck, make_res_layer, ".numel", ".parameters",
-                                ".named_parameters", ".state_dict"],
-                     what="the count from the layer shapes")
+    cases = [_bottleneck_case(name, args, why) for name, args, why in table]
+    return _run("bottleneck_params", bottleneck_params, cases, what="the count from the layer shapes",
+                families=["torch"], random_cases=_random_bottlenecks,
+                legacy_forbidden=[count_parameters, InvolutionBottleneck, make_res_layer, ".numel", ".parameters",
+                                  ".named_parameters", ".state_dict"])
 
 
 # ----------------------------------------------------------------------------- stage_shapes
-@lru_cache(maxsize=None)
-def _stage_shapes_expected(input_size: int) -> Tuple[Tuple[int, int, int], ...]:
+@_cached
+def _variant_backbone(stem_stride: int, max_pool: bool) -> RedNet:
+    """A meta-device RedNet-26 whose stem conv has ``stem_stride`` and whose max pool may be gone. Each stage
+    keeps only its first block: the later ones have stride 1 and keep the shape, and a forward pass is faster."""
     with torch.device("meta"):
         backbone = RedNet(26).eval()
-        with torch.no_grad():
-            stages = backbone.forward_stages(torch.empty(1, 3, input_size, input_size))
+        in_channels = 64
+        for stage, (planes, stride) in enumerate(zip(STAGE_PLANES, STAGE_STRIDES), start=1):
+            setattr(backbone, f"layer{stage}", make_res_layer(InvolutionBottleneck, 1, in_channels, planes * EXPANSION, stride))
+            in_channels = planes * EXPANSION
+    backbone.eval()
+    backbone.stem[0].conv.stride = (stem_stride, stem_stride)
+    if not max_pool:
+        backbone.maxpool = nn.Identity()
+    return backbone
+
+
+@_cached
+def _stage_shapes_expected(height: int, width: int, stem_stride: int, max_pool: bool) -> Tuple[Tuple[int, int, int], ...]:
+    backbone = _variant_backbone(stem_stride, max_pool)
+    with torch.no_grad():
+        stages = backbone.forward_stages(torch.empty(1, 3, height, width, device="meta"))
     return tuple(tuple(int(s) for s in out.shape[1:]) for _, out in stages)
 
 
-def _shapes(input_size: int, halve: Callable[[int], int], stem_halvings: int = 2, layer1_stride: bool = False,
-            widths: Tuple[int, ...] = (64, 256, 512, 1024, 2048)) -> List[Tuple[int, int, int]]:
-    size = input_size
-    for _ in range(stem_halvings):
-        size = halve(size)
-    shapes = [(widths[0], size, size)]
+def _ceil_half(n: int) -> int:
+    return (n + 1) // 2
+
+
+def _shapes(height: int, width: int, stem_stride: int, max_pool: bool, halve: Callable[[int], int] = _ceil_half,
+            layer1_stride: bool = False, widths: Tuple[int, ...] = (64, 256, 512, 1024, 2048)) -> List[Tuple[int, int, int]]:
+    """The shapes with a chosen way of halving (the right one, or a slip)."""
+    h, w = height, width
+    if stem_stride == 2:
+        h, w = halve(h), halve(w)
+    if max_pool:
+        h, w = halve(h), halve(w)
+    shapes = [(widths[0], h, w)]
     if layer1_stride:
-        size = halve(size)
-    shapes.append((widths[1], size, size))
+        h, w = halve(h), halve(w)
+    shapes.append((widths[1], h, w))
     for channels in widths[2:]:
-        size = halve(size)
-        shapes.append((channels, size, size))
+        h, w = halve(h), halve(w)
+        shapes.append((channels, h, w))
     return shapes
 
 
-def check_stage_shapes(stage_shapes: Callable[[int], object]) -> bool:
-    """Check ``stage_shapes(input_size) -> [(C, H, W), ...]`` (stem, layer1 ... layer4) against a forward pass."""
-    table = [
-        ("224 x 224 (ImageNet)", 224, "the paper's resolution: 56, 56, 28, 14, 7"),
-        ("64 x 64", 64, "a small even size: every stride divides it"),
-        ("65 x 65", 65, "odd sizes: each stride-2 layer gives ceil(H / 2) rows (padding keeps the last partial window)"),
-        ("100 x 100", 100, "100 -> 50 -> 25 -> 25 -> 13 -> 7 -> 4: an odd size appears in the middle"),
-        ("33 x 33", 33, "a tiny image: the last stage is 2 x 2, not 1 x 1"),
+def _stage_case(name: str, height: int, width: int, stem_stride: int, max_pool: bool, why: str) -> Case:
+    args = (height, width, stem_stride, max_pool)
+    expected = [tuple(shape) for shape in _stage_shapes_expected(*args)]
+    mistakes = [
+        (_shapes(*args, halve=lambda n: n // 2), "you halved with floor (n // 2); a stride-2 layer with padding gives ceil(n / 2)"),
+        (_shapes(height, width, 2, max_pool), f"stem.0 has stride {stem_stride} here: the stem halves the size only when its stride is 2"),
+        (_shapes(height, width, stem_stride, True), "there is no max pool in this stem (max_pool=False): it does not halve the size"),
+        (_shapes(height, width, stem_stride, False), "you forgot the max pool after the stem: it halves the size once more"),
+        (_shapes(*args, layer1_stride=True), "layer1 has stride 1: only layer2, layer3 and layer4 start with stride 2"),
+        (_shapes(*args, widths=(64, 64, 128, 256, 512)), "those are the inner widths (planes); a stage outputs 4 x planes channels"),
+        ([(c, w, h) for c, h, w in expected], "height and width are swapped: each tuple is (C, H, W)"),
     ]
-    ceil_half = lambda n: (n + 1) // 2  # noqa: E731
+    merged: List[Tuple[object, str]] = []  # two slips that give the same shapes here are named together
+    for value, message in mistakes:
+        if value == expected:
+            continue
+        same = [k for k, (other, _) in enumerate(merged) if other == value]
+        if same:
+            merged[same[0]] = (value, f"{merged[same[0]][1]}; or: {message}")
+        else:
+            merged.append((value, message))
+    return Case(name, args, expected, why, mistakes=merged)
+
+
+def _random_stage_shapes(rng: np.random.Generator) -> List[Case]:
     cases = []
-    for name, size, why in table:
-        mistakes = [
-            (_shapes(size, lambda n: n // 2), "you halved with floor (n // 2); a stride-2 layer with padding gives ceil(n / 2)"),
-            (_shapes(size, ceil_half, stem_halvings=1), "you forgot the max pool after the stem: it halves the size once more"),
-            (_shapes(size, ceil_half, layer1_stride=True), "layer1 has stride 1: only layer2, layer3 and layer4 start with stride 2"),
-            (_shapes(size, ceil_half, widths=(64, 64, 128, 256, 512)),
-             "those are the inner widths (planes); a stage outputs 4 x planes channels"),
-        ]
-        cases.append(Case(name, (size,), [tuple(shape) for shape in _stage_shapes_expected(size)], why, mistakes=mistakes))
-    return run_cases("stage_shapes", stage_shapes, cases, forbidden=[RedNet, ".forward_stages"],
-                     what="the size arithmetic")
+    for _ in range(3):
+        height, width = (int(v) for v in rng.integers(1, 401, size=2))
+        stem_stride, max_pool = int(rng.choice([1, 2])), bool(rng.integers(0, 2))
+        cases.append(_stage_case("a random image and stem", height, width, stem_stride, max_pool,
+                                 "each stride-2 layer turns n rows into ceil(n / 2), rows and columns separately"))
+    return cases
+
+
+def check_stage_shapes(stage_shapes: Callable[..., object]):
+    """Check ``stage_shapes(height, width, stem_stride, max_pool) -> [(C, H, W), ...]`` (stem, layer1 ... layer4)
+    against a meta-device forward pass of RedNet-26 with that stem. Pure arithmetic: the run-time guard refuses
+    any torch call and any library function."""
+    table = [
+        ("224 x 224, the paper's stem", 224, 224, 2, True, "the paper's network: two halvings in the stem, one in each of layer2..4"),
+        ("32 x 32, CIFAR stem (stride 1, no max pool)", 32, 32, 1, False, "a small-image stem keeps the full resolution up to layer1"),
+        ("65 x 47, the paper's stem", 65, 47, 2, True, "odd, non-square sizes: ceil(n / 2) at every stride-2 layer, rows and columns separately"),
+        ("100 x 100, stride-1 stem with max pool", 100, 100, 1, True, "only the max pool halves the size before layer1"),
+        ("33 x 20, stride-2 stem, no max pool", 33, 20, 2, False, "only stem.0 halves the size before layer1"),
+        ("3 x 5, the paper's stem", 3, 5, 2, True, "a tiny image: a size of 1 stays 1 at every later stride-2 layer"),
+    ]
+    cases = [_stage_case(*row) for row in table]
+    return _run("stage_shapes", stage_shapes, cases, what="the size arithmetic", families=["torch"],
+                random_cases=_random_stage_shapes, legacy_forbidden=[RedNet, ".forward_stages"])
 
 
 # ----------------------------------------------------------------------------- identify_checkpoint
-@lru_cache(maxsize=None)
-def _meta_state_shapes(depth: int, stem_kernel_size: int) -> Tuple[Tuple[str, Tuple[int, ...]], ...]:
+@_cached
+def _stage_entries(stage: int) -> Tuple[Tuple[Tuple[str, Tuple[int, ...]], ...], Tuple[Tuple[str, Tuple[int, ...]], ...]]:
+    """(name, shape) entries of stage ``stage`` (0-based)'s first block and of one of its later blocks,
+    names relative to the block (``conv1.weight``, ...)."""
+    in_channels = 64 if stage == 0 else STAGE_PLANES[stage - 1] * EXPANSION
     with torch.device("meta"):
-        model = rednet(depth, stem_kernel_size=stem_kernel_size)
-    return tuple((name, tuple(t.shape)) for name, t in model.state_dict().items())
+        layer = make_res_layer(InvolutionBottleneck, 2, in_channels, STAGE_PLANES[stage] * EXPANSION, STAGE_STRIDES[stage])
+    first, later = [], []
+    for name, tensor in layer.state_dict().items():
+        index, rest = name.split(".", 1)
+        (first if index == "0" else later).append((rest, tuple(tensor.shape)))
+    return tuple(first), tuple(later)
 
 
-def _state_dict(depth: int, stem_kernel_size: int, form: str) -> Dict[str, torch.Tensor]:
-    """A meta-tensor state_dict (names and shapes, no data) of RedNet-``depth`` in one of the forms
-    checkpoints come in: ``"classifier"`` (backbone.* + head.*), ``"backbone"`` (no prefix, no head),
-    ``"ddp"`` (the classifier's keys behind ``module.``)."""
+@_cached
+def _stem_and_head(stem_kernel_size: int) -> Tuple[Tuple[Tuple[str, Tuple[int, ...]], ...], Tuple[Tuple[str, Tuple[int, ...]], ...]]:
+    with torch.device("meta"):
+        model = rednet(26, stem_kernel_size=stem_kernel_size)
+    stem = tuple((name, tuple(t.shape)) for name, t in model.state_dict().items() if name.startswith("backbone.stem."))
+    head = tuple((name, tuple(t.shape)) for name, t in model.state_dict().items() if name.startswith("head."))
+    return stem, head
+
+
+def _checkpoint_shapes(blocks: Tuple[int, ...], stem_kernel_size: int) -> List[Tuple[str, Tuple[int, ...]]]:
+    """(name, shape) of every state_dict entry of a RedNet classifier with ``blocks`` bottlenecks per stage."""
+    stem, head = _stem_and_head(stem_kernel_size)
+    entries = list(stem)
+    for stage, count in enumerate(blocks):
+        first, later = _stage_entries(stage)
+        for index in range(count):
+            entries += [(f"backbone.layer{stage + 1}.{index}.{rest}", shape) for rest, shape in (first if index == 0 else later)]
+    return entries + list(head)
+
+
+def _state_dict(blocks: Tuple[int, ...], stem_kernel_size: int, form: str) -> Dict[str, torch.Tensor]:
+    """A meta-tensor state_dict (names and shapes, no data) in one of the forms checkpoints come in:
+    ``"classifier"`` (backbone.* + head.*), ``"backbone"`` (no prefix, no head), ``"ddp"`` (the
+    classifier's keys behind ``module.``), ``"legacy"`` (the classifier without ``num_batches_tracked``)."""
     out: Dict[str, torch.Tensor] = {}
-    for name, shape in _meta_state_shapes(depth, stem_kernel_size):
+    for name, shape in _checkpoint_shapes(tuple(blocks), stem_kernel_size):
         if form == "backbone":
             if not name.startswith("backbone."):
                 continue
             name = name[len("backbone."):]
         elif form == "ddp":
             name = "module." + name
+        elif form == "legacy" and name.endswith("num_batches_tracked"):
+            continue
         out[name] = torch.empty(shape, device="meta")
     return out
 
 
-def check_identify_checkpoint(identify_checkpoint: Callable[[Dict[str, torch.Tensor]], object]) -> bool:
-    """Check ``identify_checkpoint(state_dict) -> (depth, stem_kernel_size)``; the state_dicts hold
-    meta tensors (shapes, no values) in the three forms checkpoints come in."""
-    table = [
-        ("RedNet-26, classifier, 7x7 stem", 26, 7, "classifier", "backbone.* and head.* keys; stem.1.conv2 has K*K*G = 49 * 2 outputs"),
-        ("RedNet-50, classifier, 3x3 stem", 50, 3, "classifier", "the official ImageNet checkpoints: 3x3 stem, 9 * 2 = 18 kernel values"),
-        ("RedNet-101, bare backbone", 101, 7, "backbone", "no 'backbone.' prefix and no head: a backbone saved on its own"),
-        ("RedNet-38, DDP, 3x3 stem", 38, 3, "ddp", "saved from DistributedDataParallel: every key starts with 'module.'"),
-        ("RedNet-152, backbone, 3x3 stem", 152, 3, "backbone", "the deepest: 3 + 8 + 36 + 3 = 50 blocks"),
+def _checkpoint_case(name: str, blocks: Tuple[int, ...], k: int, form: str, why: str) -> Case:
+    depth = 3 * sum(blocks) + 2
+    mistakes = [
+        ((sum(blocks), k), f"{sum(blocks)} is the number of bottlenecks; the depth counts weighted layers: 3 per block, "
+                           "plus the stem and the classifier"),
+        ((3 * sum(blocks), k), "3 per block, plus 2: the stem and the classifier count as one layer each"),
+        ((depth, int(math.isqrt(k * k * 2))), "stem.1.conv2 outputs K*K*G values with G = 32 // 16 = 2 groups: divide "
+                                               "by G before the square root"),
     ]
+    if k in (3, 7):
+        mistakes.append(((depth, 10 - k), "the stem kernel size is read from stem.1.conv2's shape: K*K*G outputs"))
+    mistakes = [(value, message) for value, message in mistakes if value != (depth, k)]
+    return Case(name, (_state_dict(blocks, k, form),), (depth, k), why, mistakes=mistakes)
+
+
+def _random_checkpoints(rng: np.random.Generator) -> List[Case]:
     cases = []
-    for name, depth, k, form, why in table:
-        blocks = sum({26: (1, 2, 4, 1), 38: (2, 3, 5, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}[depth])
-        mistakes = [
-            ((blocks, k), f"{blocks} is the number of bottlenecks; the depth counts weighted layers: 3 per block, plus the stem and the classifier"),
-            ((3 * blocks, k), "3 per block, plus 2: the stem and the classifier count as one layer each"),
-            ((depth, int(math.isqrt(k * k * 2))), "stem.1.conv2 outputs K*K*G values with G = 32 // 16 = 2 groups: divide by G before the square root"),
-            ((depth, 7 if k == 3 else 3), "the stem kernel size is read from stem.1.conv2's shape: K*K*G outputs"),
-        ]
-        cases.append(Case(name, (_state_dict(depth, k, form),), (depth, k), why, mistakes=mistakes))
-    return run_cases("identify_checkpoint", identify_checkpoint, cases,
-                     forbidden=[load_checkpoint, rednet, RedNet, ".load_state_dict", "involution_edu.rednet.rednet26",
-                                "involution_edu.rednet.rednet50"],
-                     what="the reading of names and shapes")
+    for form in rng.permutation(["classifier", "backbone", "ddp", "legacy"])[:3]:
+        blocks = tuple(int(b) for b in rng.integers(1, 7, size=4))
+        k = int(rng.choice([1, 3, 5, 7, 9]))
+        cases.append(_checkpoint_case(f"a random {form} checkpoint", blocks, k, str(form),
+                                      "the blocks of each stage from the layer indices (depth = 3 x blocks + 2) and the "
+                                      "stem's K from the shape of stem.1.conv2, in any of the four forms"))
+    return cases
+
+
+def check_identify_checkpoint(identify_checkpoint: Callable[[Dict[str, torch.Tensor]], object]):
+    """Check ``identify_checkpoint(state_dict) -> (depth, stem_kernel_size)``; the state_dicts hold
+    meta tensors (shapes, no values) in the four forms checkpoints come in, for the five standard
+    depths and for other numbers of blocks per stage. The run-time guard refuses the library's models
+    and ``load_state_dict`` (trying models until one loads is the route the exercise closes)."""
+    table = [
+        ("RedNet-26, classifier, 7x7 stem", STAGE_BLOCKS[26], 7, "classifier", "backbone.* and head.* keys; stem.1.conv2 has K*K*G = 49 * 2 outputs"),
+        ("RedNet-50, classifier, 3x3 stem", STAGE_BLOCKS[50], 3, "classifier", "the official ImageNet checkpoints: 3x3 stem, 9 * 2 = 18 kernel values"),
+        ("RedNet-101, bare backbone", STAGE_BLOCKS[101], 7, "backbone", "no 'backbone.' prefix and no head: a backbone saved on its own"),
+        ("RedNet-38, DDP, 3x3 stem", STAGE_BLOCKS[38], 3, "ddp", "saved from DistributedDataParallel: every key starts with 'module.'"),
+        ("RedNet-152, backbone, 3x3 stem", STAGE_BLOCKS[152], 3, "backbone", "the deepest: 3 + 8 + 36 + 3 = 50 blocks"),
+        ("RedNet-50, legacy (no num_batches_tracked)", STAGE_BLOCKS[50], 7, "legacy",
+         "an old release's checkpoint has no num_batches_tracked entries: count blocks, not entries"),
+        ("blocks (2, 2, 2, 2), 5x5 stem", (2, 2, 2, 2), 5, "classifier",
+         "other blocks per stage: 8 blocks give depth 26 although the stages are not RedNet-26's (1, 2, 4, 1)"),
+    ]
+    cases = [_checkpoint_case(*row) for row in table]
+    return _run("identify_checkpoint", identify_checkpoint, cases, what="the reading of names and shapes",
+                forbid=["torch.nn.Module.load_state_dict", load_checkpoint, rednet, RedNet],
+                random_cases=_random_checkpoints,
+                legacy_forbidden=[load_checkpoint, rednet, RedNet, ".load_state_dict", "involution_edu.rednet.rednet26",
+                                  "involution_edu.rednet.rednet50"])
 
 
 # ----------------------------------------------------------------------------- questions
