@@ -1,5 +1,8 @@
 """Shared helpers for the checker tests: odd return values, never-raise, reject and accept.
 
+Routes around a guard (``exec_route``, ``module_route``), the time limit (``assert_times_out``) and
+side effects (``assert_names_side_effect``) are here too.
+
 Usage in a checker's test module::
 
     from checker_harness import ODD_RETURNS, assert_accepts, assert_never_raises, assert_rejects
@@ -14,10 +17,16 @@ Usage in a checker's test module::
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
-from typing import Any, Callable, List, Tuple
+import sys
+import textwrap
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
+
+from involution_edu.exercises.guard import short_time_limits  # noqa: F401 - re-exported for the tests
 
 VERDICT_MARKS = ("✓", "✗", "…")
 
@@ -124,4 +133,57 @@ def assert_accepts(checker: Callable[[Any], bool], candidate: Any, capsys) -> st
     out = capsys.readouterr().out
     assert bool(result) is True, f"rejected the solution:\n{out}"
     assert "✓" in out and "✗" not in out, out
+    return out
+
+
+def exec_route(source: str, name: str, extra_globals: Optional[Dict[str, Any]] = None) -> Callable[..., Any]:
+    """The function ``name`` defined by ``exec`` of ``source`` (a route no name scanner can read)."""
+    namespace: Dict[str, Any] = {"torch": torch, "__name__": "__exec_route__"}
+    namespace.update(extra_globals or {})
+    exec(compile(textwrap.dedent(source), "<string>", "exec"), namespace)
+    return namespace[name]
+
+
+_MODULE_COUNTER = [0]
+
+
+def module_route(tmp_path, source: str, name: str) -> Callable[..., Any]:
+    """Write ``source`` as a helper module in ``tmp_path``, import it, return its function ``name``."""
+    _MODULE_COUNTER[0] += 1
+    module_name = f"learner_helper_{_MODULE_COUNTER[0]}_{abs(hash(source)) % 10**8}"
+    path = tmp_path / f"{module_name}.py"
+    path.write_text(textwrap.dedent(source))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        importlib.invalidate_caches()
+        module = importlib.import_module(module_name)
+    finally:
+        sys.path.remove(str(tmp_path))
+    return getattr(module, name)
+
+
+def assert_times_out(checker: Callable[[Any], Any], candidate: Any, capsys, case: float = 0.5,
+                     total: float = 2.0) -> str:
+    """With short limits, the checker gives a time-limit verdict (and returns) well within the total."""
+    capsys.readouterr()
+    start = time.monotonic()
+    with short_time_limits(case=case, total=total):
+        result = checker(candidate)
+    elapsed = time.monotonic() - start
+    out = capsys.readouterr().out
+    assert bool(result) is False, f"accepted an endless loop:\n{out}"
+    assert "ran for more than" in out and "endless loop" in out, out
+    assert elapsed < total + 30, f"the time limit did not stop the run ({elapsed:.1f} s)"
+    return out
+
+
+def assert_names_side_effect(checker: Callable[[Any], Any], candidate: Any, capsys, *needles: str) -> str:
+    """The checker refuses ``candidate`` because it changed its input or global state, naming it."""
+    capsys.readouterr()
+    result = checker(candidate)
+    out = capsys.readouterr().out
+    assert bool(result) is False, f"accepted a function with a side effect:\n{out}"
+    assert "your function changed its input" in out, out
+    for needle in needles:
+        assert needle in out, f"{needle!r} not in the verdict:\n{out}"
     return out

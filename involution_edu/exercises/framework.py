@@ -36,14 +36,22 @@ import math
 import numbers
 import os
 import sys
+import time
 import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import guard as _guard
+from .guard import FAMILIES, Rule, short_time_limits
+
 __all__ = [
     "Case",
+    "FAMILIES",
+    "Rule",
+    "grading",
+    "short_time_limits",
     "Verdict",
     "Question",
     "check_answer",
@@ -72,6 +80,8 @@ class Case:
             ``wrong_value`` (within the same tolerances), ``message`` names the mistake, e.g.
             ``(n - 64, "you left out the conv bias (64 values)")``. A ``wrong_value`` may
             also be a one-argument predicate (a plain function) called with the answer.
+        check_inputs: check that the learner's function leaves this case's inputs (arrays,
+            tensors, models: values, flags, modes) and torch's global modes unchanged.
     """
 
     name: str
@@ -82,6 +92,7 @@ class Case:
     rtol: float = 1e-6
     atol: float = 1e-8
     mistakes: List[Tuple[Any, str]] = field(default_factory=list)
+    check_inputs: bool = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,337 +534,9 @@ def _matched_mistake(got: Any, case: Case) -> Optional[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# The shortcut guard
+# The static pre-check: the obvious route, refused by name before any case runs
 # --------------------------------------------------------------------------------------------
 
-_LOAD_NAME_OPS = {"LOAD_GLOBAL", "LOAD_NAME"}
-# Names through which code can reach an attribute or a global from a string.
-_DYNAMIC_ACCESS = {"getattr", "eval", "exec", "compile", "__dict__", "vars", "attrgetter", "methodcaller", "globals",
-                   "locals", "import_module", "__import__", "modules", "__getattribute__", "get_attr"}
-_ATTR_OPS = {"LOAD_ATTR", "LOAD_METHOD"}
-_STORE_OPS = {"STORE_FAST", "STORE_NAME", "STORE_DEREF", "STORE_GLOBAL"}
-_MAX_DEPTH = 6
-
-
-def _static_attr(obj: Any, name: str) -> Any:
-    """``getattr`` for modules; ``inspect.getattr_static`` elsewhere (no property code runs)."""
-    if isinstance(obj, types.ModuleType):
-        return getattr(obj, name)
-    value = inspect.getattr_static(obj, name)
-    if isinstance(value, (staticmethod, classmethod)):
-        value = value.__func__
-    return value
-
-
-def _qualified(obj: Any) -> str:
-    try:
-        if isinstance(obj, types.ModuleType):
-            return obj.__name__
-        module = getattr(obj, "__module__", None) or ""
-        qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or ""
-        return f"{module}.{qualname}" if module and qualname else qualname
-    except Exception:
-        return ""
-
-
-def _instance_or_subclass(obj: Any, target: Any) -> bool:
-    """``obj`` is an instance of the forbidden class ``target`` (``conv = nn.Conv2d(...)``) or a subclass of it."""
-    try:
-        if not isinstance(target, type) or target in (object, type):
-            return False
-        if isinstance(obj, type):
-            return obj is not target and issubclass(obj, target)
-        return isinstance(obj, target)
-    except Exception:
-        return False
-
-
-def _same(obj: Any, target: Any) -> bool:
-    """Identity, seen through bound methods, partials and ``functools.wraps`` wrappers."""
-    try:
-        if obj is target:
-            return True
-        func = getattr(obj, "__func__", None)
-        if func is not None and (func is target or func is getattr(target, "__func__", object())):
-            self_obj, target_self = getattr(obj, "__self__", None), getattr(target, "__self__", None)
-            return func is target or self_obj is target_self
-        if isinstance(obj, functools.partial) and obj.func is target:
-            return True
-        wrapped = getattr(obj, "__wrapped__", None) if isinstance(obj, types.FunctionType) else None
-        return wrapped is not None and wrapped is target
-    except Exception:
-        return False
-
-
-class _Scanner:
-    """Walks the learner's code and the learner's own helpers, collecting forbidden hits."""
-
-    def __init__(self, forbidden: Sequence[Any]):
-        self.objects = [f for f in forbidden if not isinstance(f, str)]
-        self.attr_names = {f[1:] for f in forbidden if isinstance(f, str) and f.startswith(".")}
-        self.dotted = {f for f in forbidden if isinstance(f, str) and not f.startswith(".")}
-        self.names = {getattr(o, "__name__", None) for o in self.objects} - {None}
-        self.hits: List[str] = []
-        self.found: set = set()
-        self.seen: set = set()
-        self.home_globals: List[Dict[str, Any]] = []
-
-    # -- reporting ------------------------------------------------------------------------
-    def _hit(self, written: str, where: str) -> None:
-        text = written + (f" (in your helper {where})" if where else "")
-        if text not in self.hits:
-            self.hits.append(text)
-
-    def check_object(self, obj: Any, written: str, where: str) -> bool:
-        for index, target in enumerate(self.objects):
-            if _same(obj, target) or _instance_or_subclass(obj, target):
-                if (index, where) in self.found:
-                    return True
-                self.found.add((index, where))
-                name = _safe_name(target).split(".")[-1]
-                label = written if not name or written.split(".")[-1] == name else f"{written} (= {name})"
-                self._hit(label, where)
-                return True
-        if self.dotted:
-            full = _qualified(obj)
-            if full in self.dotted or written in self.dotted:
-                self._hit(written, where)
-                return True
-        return False
-
-    # -- walking --------------------------------------------------------------------------
-    def is_learners(self, func: Any) -> bool:
-        try:
-            if getattr(func, "__module__", None) == "__main__":
-                return True
-            glob = getattr(func, "__globals__", None)
-            return any(glob is g for g in self.home_globals)
-        except Exception:
-            return False
-
-    def scan_callable(self, obj: Any, where: str, depth: int = 0) -> None:
-        """Scan a candidate-like object: function, partial, bound method, callable object, module."""
-        if depth > _MAX_DEPTH or id(obj) in self.seen:
-            return
-        self.seen.add(id(obj))
-        try:
-            if isinstance(obj, functools.partial):
-                self.check_object(obj.func, _safe_name(obj.func), where)
-                for value in list(obj.args) + list((obj.keywords or {}).values()):
-                    self.check_value(value, _safe_name(value), where, depth + 1)
-                self.scan_callable(obj.func, where, depth + 1)
-                return
-            if isinstance(obj, types.MethodType):
-                self.check_object(obj.__func__, _safe_name(obj.__func__), where)
-                self.scan_callable(obj.__func__, where, depth + 1)
-                self.scan_instance(obj.__self__, where, depth + 1)
-                return
-            if isinstance(obj, types.FunctionType):
-                wrapped = getattr(obj, "__wrapped__", None)
-                if wrapped is not None:
-                    self.check_object(wrapped, _safe_name(wrapped), where)
-                    self.scan_callable(wrapped, where, depth + 1)
-                if _is_checker_wrapper(obj):
-                    self.scan_wrapper(obj, where, depth)
-                    return
-                self.scan_function(obj, where, depth)
-                return
-            if isinstance(obj, type):
-                self.scan_class(obj, where, depth + 1)
-                return
-            if callable(obj) and not isinstance(obj, (types.BuiltinFunctionType, types.ModuleType)):
-                self.scan_instance(obj, where, depth + 1)
-        except Exception:
-            pass
-
-    def scan_wrapper(self, func: types.FunctionType, where: str, depth: int) -> None:
-        """A checker's own wrapper around the learner's function: only the learner's callables inside count."""
-        for cell in func.__closure__ or ():
-            try:
-                value = cell.cell_contents
-            except ValueError:
-                continue
-            if callable(value) and not _is_library(value) and not isinstance(value, type):
-                self.check_object(value, _safe_name(value), where)
-                self.scan_callable(value, where, depth + 1)
-
-    def scan_class(self, cls: type, where: str, depth: int) -> None:
-        if depth > _MAX_DEPTH or id(cls) in self.seen and depth > 1:
-            return
-        self.seen.add(id(cls))
-        for klass in getattr(cls, "__mro__", (cls,)):
-            if _is_library(klass) and not self.is_learners_class(klass):
-                continue
-            for name, value in list(vars(klass).items()):
-                if isinstance(value, (staticmethod, classmethod)):
-                    value = value.__func__
-                if isinstance(value, types.FunctionType):
-                    self.scan_callable(value, where or klass.__name__, depth + 1)
-
-    def scan_instance(self, obj: Any, where: str, depth: int) -> None:
-        if depth > _MAX_DEPTH:
-            return
-        self.scan_class(type(obj), where, depth)
-        try:
-            attributes = dict(vars(obj))
-        except Exception:
-            return
-        modules = attributes.get("_modules")
-        if isinstance(modules, dict):
-            attributes.update({f"{k}": v for k, v in modules.items()})
-        for name, value in attributes.items():
-            if name.startswith("__"):
-                continue
-            self.check_value(value, f"self.{name}", where, depth + 1)
-
-    def check_value(self, value: Any, written: str, where: str, depth: int) -> None:
-        """An object the learner's code can reach: forbidden itself, or the learner's own code?"""
-        if self.check_object(value, written, where):
-            return
-        try:
-            if isinstance(value, functools.partial) or isinstance(value, types.MethodType):
-                self.scan_callable(value, where or written, depth + 1)
-            elif isinstance(value, types.FunctionType) and self.is_learners(value):
-                self.scan_callable(value, _safe_name(value), depth + 1)
-            elif isinstance(value, type) and self.is_learners_class(value):
-                self.scan_class(value, _safe_name(value), depth + 1)
-            elif (not isinstance(value, (type, types.ModuleType, types.BuiltinFunctionType, types.FunctionType))
-                  and self.is_learners_class(type(value))):
-                self.scan_instance(value, where or written, depth + 1)
-        except Exception:
-            pass
-
-    def is_learners_class(self, cls: Any) -> bool:
-        try:
-            module = cls.__module__
-            if module == "__main__":
-                return True
-            return any(g.get("__name__") == module for g in self.home_globals)
-        except Exception:
-            return False
-
-    def scan_function(self, func: types.FunctionType, where: str, depth: int) -> None:
-        glob = func.__globals__
-        if not any(glob is g for g in self.home_globals) and not _is_library(func):
-            self.home_globals.append(glob)
-        closure = {}
-        try:
-            for name, cell in zip(func.__code__.co_freevars, func.__closure__ or ()):
-                try:
-                    closure[name] = cell.cell_contents
-                except ValueError:  # empty cell
-                    pass
-        except Exception:
-            pass
-        for value in list(func.__defaults__ or ()) + list((func.__kwdefaults__ or {}).values()):
-            self.check_value(value, _safe_name(value), where, depth + 1)
-        for name, value in closure.items():
-            self.check_value(value, name, where, depth + 1)
-            if isinstance(value, types.FunctionType) and not self.is_learners(value):
-                self.scan_callable(value, where, depth + 1)  # a wrapped candidate: always the learner's
-        self.scan_code(func.__code__, glob, closure, where, depth)
-
-    def scan_code(self, code: types.CodeType, glob: Dict[str, Any], closure: Dict[str, Any], where: str,
-                  depth: int) -> None:
-        if id(code) in self.seen:
-            return
-        self.seen.add(id(code))
-        for name in code.co_names:
-            if name in self.attr_names:
-                self._hit(f".{name}", where)
-        if _DYNAMIC_ACCESS & (set(code.co_names) | set(code.co_varnames)):
-            for name in code.co_names:  # e.g. sys.modules["torch.nn.functional"].conv2d, globals()["F"].conv2d
-                if name in self.names and name not in _DYNAMIC_ACCESS:
-                    self._hit(f".{name} reached by name lookup", where)
-            for const in code.co_consts:
-                if not isinstance(const, str):
-                    continue
-                last = const.rsplit(".", 1)[-1]
-                if last in self.names or last in self.attr_names or const in self.dotted:
-                    self._hit(f"{const!r} looked up by name", where)
-        self.scan_instructions(code, glob, closure, where, depth)
-        for const in code.co_consts:
-            if isinstance(const, types.CodeType):
-                self.scan_code(const, glob, closure, where, depth)
-
-    def scan_instructions(self, code: types.CodeType, glob: Dict[str, Any], closure: Dict[str, Any], where: str,
-                          depth: int) -> None:
-        builtin_ns = glob.get("__builtins__", builtins)
-        if isinstance(builtin_ns, types.ModuleType):
-            builtin_ns = vars(builtin_ns)
-        local: Dict[str, Any] = {}
-        current: Any = _MISSING
-        written = ""
-        import_base: Any = _MISSING
-        last_const: Any = None
-        previous = ""
-        for instruction in dis.get_instructions(code):
-            op, arg = instruction.opname, instruction.argval
-            if op in _LOAD_NAME_OPS or op in ("LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_FAST", "LOAD_FAST_CHECK"):
-                name = arg if isinstance(arg, str) else ""
-                if op in _LOAD_NAME_OPS:
-                    current = glob.get(name, builtin_ns.get(name, _MISSING)) if name not in local else local[name]
-                elif op in ("LOAD_DEREF", "LOAD_CLASSDEREF"):
-                    current = closure.get(name, local.get(name, _MISSING))
-                else:
-                    current = local.get(name, _MISSING)
-                written = name
-                if current is not _MISSING:
-                    self.check_value(current, written, where, depth)
-            elif op in _ATTR_OPS and isinstance(arg, str):
-                if current is not _MISSING:
-                    try:
-                        current = _static_attr(current, arg)
-                    except Exception:
-                        current = _MISSING
-                written = f"{written}.{arg}" if written else f".{arg}"
-                if current is not _MISSING:
-                    self.check_value(current, written, where, depth)
-                elif self.dotted and written in self.dotted:
-                    self._hit(written, where)
-            elif op == "IMPORT_NAME" and isinstance(arg, str):
-                module = sys.modules.get(arg)
-                if module is None:
-                    try:
-                        module = __import__(arg)
-                        module = sys.modules.get(arg, module)
-                    except Exception:
-                        module = None
-                if module is not None:
-                    self.check_value(module, arg, where, depth)
-                top = sys.modules.get(arg.split(".")[0])
-                import_base = module if last_const else top
-                current, written = import_base, (arg if last_const else arg.split(".")[0])
-            elif op == "IMPORT_FROM" and isinstance(arg, str):
-                base = import_base
-                try:
-                    current = getattr(base, arg)
-                except Exception:
-                    current = _MISSING
-                written = f"{getattr(base, '__name__', '?')}.{arg}"
-                if current is not _MISSING:
-                    self.check_value(current, written, where, depth)
-            elif op in ("SWAP", "ROT_TWO") and previous == "IMPORT_FROM":
-                import_base = current
-            elif op in _STORE_OPS and isinstance(arg, str):
-                if previous in ("IMPORT_NAME", "IMPORT_FROM", "POP_TOP", "SWAP", "ROT_TWO") and current is not _MISSING:
-                    local[arg] = current
-                else:
-                    local.pop(arg, None)
-                current, written = _MISSING, ""
-            else:
-                if op == "LOAD_CONST":
-                    last_const = arg
-                if op not in ("PRECALL", "CACHE", "EXTENDED_ARG", "PUSH_NULL", "POP_TOP", "SWAP", "ROT_TWO",
-                              "COPY", "NOP"):
-                    current, written = _MISSING, ""
-            if op != "LOAD_CONST" and op not in ("PUSH_NULL", "CACHE", "EXTENDED_ARG"):
-                previous = op
-            if op == "IMPORT_NAME":
-                last_const = None
-
-
-_MISSING = object()
 _LIBRARIES = ("torch", "numpy", "involution_edu", "functools", "builtins", "scipy", "triton")
 
 
@@ -863,17 +546,6 @@ def _is_library(func: Any) -> bool:
     except Exception:
         return False
     return module.split(".")[0] in _LIBRARIES
-
-
-def _is_checker_wrapper(func: Any) -> bool:
-    """A function of a checker module (e.g. one that wraps the learner's function in ``no_grad``)."""
-    try:
-        if str(getattr(func, "__module__", "") or "").startswith(__name__.rsplit(".", 1)[0]):
-            return True
-        filename = os.path.abspath(func.__code__.co_filename)
-        return os.path.dirname(filename) == os.path.dirname(os.path.abspath(__file__))
-    except Exception:
-        return False
 
 
 def _safe_name(obj: Any) -> str:
@@ -888,48 +560,240 @@ def _safe_name(obj: Any) -> str:
     return type(obj).__name__
 
 
-def find_shortcuts(candidate: Any, forbidden: Sequence[Any]) -> List[str]:
-    """The forbidden names the learner's ``candidate`` uses, as written (e.g. ``["F.conv2d"]``).
+def _same(obj: Any, target: Any) -> bool:
+    """Identity, seen through bound methods, partials and ``functools.wraps`` wrappers."""
+    try:
+        if obj is target:
+            return True
+        func = getattr(obj, "__func__", None)
+        if func is not None and (func is target or func is getattr(target, "__func__", object())):
+            return func is target or getattr(obj, "__self__", None) is getattr(target, "__self__", None)
+        if isinstance(obj, functools.partial) and obj.func is target:
+            return True
+        if obj is not None and (getattr(obj, "_implementation", None) is target
+                                or getattr(target, "_implementation", None) is obj):
+            return True  # numpy's dispatcher and the function it wraps
+        wrapped = getattr(obj, "__wrapped__", None) if isinstance(obj, types.FunctionType) else None
+        return wrapped is not None and wrapped is target
+    except Exception:
+        return False
 
-    ``forbidden`` holds objects (matched by identity, also through bound methods, partials and
-    wrappers) and strings: ``".name"`` for any attribute or method of that name
-    (``".softmax"`` catches ``x.softmax(...)`` and ``torch.softmax``), or a dotted full name
-    such as ``"torch.nn.functional.conv2d"``.
 
-    Inspected: the candidate itself, the names its bytecode loads from its globals, builtins
-    and closure cells, attribute chains on them (``torch.nn.functional.conv2d``), imports
-    inside the function (``from torch.nn.functional import conv2d as c``), default arguments,
-    nested functions and lambdas, ``functools.partial`` and bound methods, callable objects
-    and ``nn.Module`` instances (their class's methods and attributes), and, recursively, the
-    learner's own helper functions (same globals or defined in ``__main__``), each visited once.
-    Never raises; returns ``[]`` when nothing forbidden is found.
+def _instance_or_subclass(obj: Any, target: Any) -> bool:
+    """``obj`` is an instance of the forbidden class ``target`` (``conv = nn.Conv2d(...)``) or a subclass of it."""
+    try:
+        if not isinstance(target, type) or target in (object, type):
+            return False
+        if isinstance(obj, type):
+            return obj is not target and issubclass(obj, target)
+        return isinstance(obj, target)
+    except Exception:
+        return False
+
+
+def _learner_function(obj: Any) -> bool:
+    code = getattr(obj, "__code__", None)
+    return isinstance(obj, types.FunctionType) and isinstance(code, types.CodeType) and \
+        _guard._file_kind(code.co_filename)[0] == _guard.LEARNER
+
+
+def _checker_function(obj: Any) -> bool:
+    code = getattr(obj, "__code__", None)
+    if isinstance(obj, types.FunctionType) and str(getattr(obj, "__module__", "") or "").startswith(
+            __name__.rsplit(".", 1)[0] + "."):
+        return True
+    return isinstance(code, types.CodeType) and _guard._file_kind(code.co_filename)[0] in (_guard.CHECKER,
+                                                                                           _guard.INTERNAL)
+
+
+def _codes(code: types.CodeType) -> List[types.CodeType]:
+    found, todo = [], [code]
+    while todo and len(found) < 64:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+    return found
+
+
+class _Static:
+    """Objects the learner's function names (globals, attribute chains on modules, closure, defaults)."""
+
+    def __init__(self, targets: Sequence[Any], library: bool, allowed: Sequence[Any]):
+        self.targets = list(targets)
+        self.library = library
+        self.allowed = list(allowed)
+        self.hits: List[str] = []
+        self.seen: set = set()
+
+    def _is_target(self, value: Any) -> Optional[Any]:
+        for target in self.targets:
+            if _same(value, target) or _instance_or_subclass(value, target):
+                return target
+        if self.library and callable(value) and not isinstance(value, types.ModuleType):
+            module = str(getattr(value, "__module__", "") or getattr(type(value), "__module__", "") or "")
+            if module.startswith("involution_edu") and module not in (__name__, _guard.__name__) and \
+                    not any(_same(value, a) or value is a for a in self.allowed):
+                code = getattr(_guard._unwrap(value), "__code__", None)
+                if not isinstance(code, types.CodeType) or \
+                        _guard._file_kind(code.co_filename)[0] != _guard.INTERNAL:
+                    return value
+        return None
+
+    def check(self, value: Any, written: str, where: str) -> bool:
+        target = self._is_target(value)
+        if target is None:
+            return False
+        name = _safe_name(target).split(".")[-1]
+        label = written if not name or written.split(".")[-1] == name else f"{written} (= {name})"
+        label += f" (in your helper {where})" if where else ""
+        if label not in self.hits:
+            self.hits.append(label)
+        return True
+
+    def scan(self, obj: Any, where: str = "", depth: int = 0) -> None:
+        """One learner callable: its names, closure and defaults; one level into learner helpers."""
+        if depth > 2 or id(obj) in self.seen:
+            return
+        self.seen.add(id(obj))
+        if any(obj is a or _same(obj, a) for a in self.allowed):
+            return  # a helper the exercise allows: whatever it uses is allowed
+        if isinstance(obj, functools.partial):
+            self.check(obj.func, _safe_name(obj.func), where)
+            for value in list(obj.args) + list((obj.keywords or {}).values()):
+                self.check(value, _safe_name(value), where)
+            self.scan(obj.func, where, depth)
+            return
+        if isinstance(obj, types.MethodType):
+            self.check(obj.__func__, _safe_name(obj.__func__), where)
+            self.scan(obj.__func__, where, depth)
+            self.scan_instance(obj.__self__, where, depth)
+            return
+        if isinstance(obj, type):
+            for klass in obj.__mro__:
+                for value in list(vars(klass).values()):
+                    value = _guard._unwrap(value)
+                    if _learner_function(value):
+                        self.scan(value, where, depth + 1)
+            return
+        if not isinstance(obj, types.FunctionType):
+            if callable(obj) and not isinstance(obj, (types.BuiltinFunctionType, types.ModuleType)):
+                self.scan_instance(obj, where, depth)
+            return
+        wrapped = getattr(obj, "__wrapped__", None)
+        if wrapped is not None:
+            self.check(wrapped, _safe_name(wrapped), where)
+            self.scan(wrapped, where, depth)
+        if _checker_function(obj):  # a checker's wrapper: only the learner's callables inside count
+            for cell in obj.__closure__ or ():
+                try:
+                    value = cell.cell_contents
+                except ValueError:
+                    continue
+                if callable(value) and not isinstance(value, type) and not _is_library(value):
+                    self.check(value, _safe_name(value), where)
+                    self.scan(value, where, depth)
+            return
+        if not _learner_function(obj):
+            return
+        self.scan_function(obj, where, depth)
+
+    def scan_instance(self, obj: Any, where: str, depth: int) -> None:
+        self.scan(type(obj), where, depth)
+        try:
+            attributes = dict(vars(obj))
+        except Exception:
+            return
+        attributes.update(attributes.get("_modules") or {})
+        for name, value in attributes.items():
+            if not name.startswith("__"):
+                self.check(value, f"self.{name}", where)
+
+    def scan_function(self, func: types.FunctionType, where: str, depth: int) -> None:
+        glob = func.__globals__
+        builtin_ns = glob.get("__builtins__", builtins)
+        if isinstance(builtin_ns, types.ModuleType):
+            builtin_ns = vars(builtin_ns)
+        helpers: List[Tuple[Any, str]] = []
+        for value in list(func.__defaults__ or ()) + list((func.__kwdefaults__ or {}).values()):
+            self.check(value, _safe_name(value), where)
+            if isinstance(value, (tuple, list, dict)):
+                for item in (value.values() if isinstance(value, dict) else value):
+                    self.check(item, _safe_name(item), where)
+        closure: Dict[str, Any] = {}
+        for name, cell in zip(func.__code__.co_freevars, func.__closure__ or ()):
+            try:
+                value = closure[name] = cell.cell_contents
+            except ValueError:
+                continue
+            if not self.check(value, name, where) and _learner_function(value):
+                helpers.append((value, name))
+        for code in _codes(func.__code__):
+            current: Any = None
+            written = ""
+            for instruction in dis.get_instructions(code):
+                op, arg = instruction.opname, instruction.argval
+                if op in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(arg, str):
+                    current = glob.get(arg, builtin_ns.get(arg)) if arg in glob or arg in builtin_ns else None
+                    written = arg
+                    if current is not None and not self.check(current, written, where):
+                        if _learner_function(current) or isinstance(current, (functools.partial, type)) and \
+                                not _is_library(current):
+                            helpers.append((current, arg))
+                        elif not isinstance(current, types.ModuleType):
+                            current = None
+                elif op == "LOAD_DEREF" and isinstance(arg, str) and isinstance(closure.get(arg), types.ModuleType):
+                    current, written = closure[arg], arg
+                elif op in ("LOAD_ATTR", "LOAD_METHOD") and isinstance(arg, str) and \
+                        isinstance(current, types.ModuleType):
+                    current = getattr(current, arg, None)
+                    written = f"{written}.{arg}"
+                    if current is not None and self.check(current, written, where):
+                        current = None
+                    elif not isinstance(current, types.ModuleType):
+                        current = None
+                elif op not in ("CACHE", "EXTENDED_ARG", "PRECALL", "PUSH_NULL", "NOP"):
+                    current = None
+        for helper, name in helpers:
+            self.scan(helper, _safe_name(helper) if not where else where, depth + 1)
+
+
+def _static_targets(compiled: Optional[_guard.CompiledRule]) -> List[Any]:
+    if compiled is None:
+        return []
+    return [obj for obj in compiled.keep if not isinstance(obj, types.CodeType)]
+
+
+def find_shortcuts(candidate: Any, forbidden: Sequence[Any], *, library: bool = False,
+                   allow: Sequence[Any] = ()) -> List[str]:
+    """The forbidden objects the learner's ``candidate`` names, as written (e.g. ``["F.conv2d"]``).
+
+    A small static pre-check, run before any case so the obvious route is refused by name: the
+    objects the function's code loads from its globals and builtins (also along a module
+    attribute chain such as ``torch.nn.functional.conv2d``), its closure and defaults, and the
+    same one level into the learner's own helpers. ``forbidden`` holds objects (matched by
+    identity, also instances and subclasses of a forbidden class) and dotted names; ``".name"``
+    strings are left to the run-time guard. It never refuses a learner-defined function because
+    of its name. With ``library=True`` any ``involution_edu`` callable except ``allow`` counts.
+    Everything else (names built at run time, ``exec``, ...) is the run-time guard's job
+    (:mod:`.guard`). Never raises; returns ``[]`` when nothing forbidden is found.
     """
     try:
-        forbidden = list(forbidden or ())
-        if not forbidden:
+        targets = []
+        for item in forbidden or ():
+            if isinstance(item, str):
+                if item.startswith("."):
+                    continue
+                item = _guard.resolve(item)
+                if item is None:
+                    continue
+            targets.append(item)
+        if not targets and not library:
             return []
-        scanner = _Scanner(forbidden)
-        if scanner.check_object(candidate, _safe_name(candidate), ""):
-            return scanner.hits
-        glob = getattr(candidate, "__globals__", None)
-        inner = candidate
-        for _ in range(4):
-            if isinstance(inner, functools.partial):
-                inner = inner.func
-            elif isinstance(inner, types.MethodType):
-                inner = inner.__func__
-            else:
-                break
-        glob = getattr(inner, "__globals__", glob)
-        if isinstance(glob, dict):
-            if not _is_library(inner):
-                scanner.home_globals.append(glob)
-        elif not isinstance(candidate, types.FunctionType):
-            module = sys.modules.get(getattr(type(candidate), "__module__", ""), None)
-            if module is not None and module.__name__ not in ("builtins",):
-                scanner.home_globals.append(vars(module))
-        scanner.scan_callable(candidate, "")
-        return scanner.hits
+        static = _Static(targets, library, [_guard.resolve(a) if isinstance(a, str) else a for a in allow])
+        if not _checker_function(candidate) and static.check(candidate, _safe_name(candidate), ""):
+            return static.hits
+        static.scan(candidate)
+        return static.hits
     except Exception:
         return []
 
@@ -1000,78 +864,262 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def run_cases(title: str, candidate: Callable[..., Any], cases: Sequence[Case], *, forbidden: Sequence[Any] = (),
-              what: str = "", verbose: bool = False) -> "Verdict":
-    """Run ``candidate`` on every case and print one verdict. Returns ``True`` iff all pass.
+def _argument_names(candidate: Any, case: "Case") -> Tuple[List[str], List[Any]]:
+    """Names for the case's arguments (the learner's parameter names when they can be read)."""
+    values = list(case.args) + list(case.kwargs.values())
+    names = [f"argument {i + 1}" for i in range(len(case.args))] + [str(k) for k in case.kwargs]
+    try:
+        parameters = list(inspect.signature(candidate).parameters.values())
+        positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        for i in range(min(len(case.args), len(positional))):
+            names[i] = positional[i]
+    except Exception:
+        pass
+    return names, values
+
+
+def _describe_inputs(case: "Case") -> str:
+    parts = []
+    for value in list(case.args) + [v for v in case.kwargs.values()]:
+        if isinstance(value, (bool, int, float, str)) or value is None:
+            parts.append(_safe_repr(value, 30))
+        elif isinstance(value, (tuple, list)) and len(value) <= 8 and all(isinstance(v, (int, float, bool)) for v in value):
+            parts.append(_safe_repr(value, 40))
+        else:
+            parts.append(describe_value(value))
+    keys = [f"{k}=" for k in case.kwargs]
+    labels = [""] * len(case.args) + keys
+    return ", ".join(f"{label}{part}" for label, part in zip(labels, parts)) or "no arguments"
+
+
+_OK, _ERROR, _REFUSED, _TIMEOUT = "ok", "error", "refused", "timeout"
+
+
+def _from_dispatch(error: BaseException) -> bool:
+    """True when the error passed through the guard's dispatch mode (worth a run without it)."""
+    tb = error.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name in ("__torch_dispatch__", "dispatch_slow") and code.co_filename == _guard.__file__:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _call_guarded(candidate: Callable[..., Any], case: "Case", compiled: Optional[_guard.CompiledRule],
+                  seconds: float) -> Tuple[str, Any]:
+    """Run one case: ``(kind, value)`` with kind ok/error/refused/timeout. Never leaves a profiler,
+    a mode or a timer installed (also on KeyboardInterrupt, which propagates)."""
+    end = time.monotonic() + seconds
+    use_dispatch = True
+    for attempt in range(2):
+        guard = _guard.Guard(compiled, use_dispatch=use_dispatch) if compiled is not None else None
+        left = end - time.monotonic()
+        if left <= 0:
+            return _TIMEOUT, None
+        try:
+            with _guard.deadline(left):
+                if guard is None:
+                    result = candidate(*case.args, **case.kwargs)
+                else:
+                    result = guard.call(candidate, case.args, case.kwargs)
+        except _guard.DispatchBudgetExceeded:
+            if guard is not None and guard.refused:
+                return _REFUSED, guard.refused
+            use_dispatch = False  # loop-heavy tensor code: the function mode and the profiler only
+            continue
+        except _guard.ForbiddenCall as error:
+            return _REFUSED, (guard.refused if guard is not None and guard.refused else error.label)
+        except _guard.TimeLimitExceeded:
+            if guard is not None and guard.refused:
+                return _REFUSED, guard.refused
+            return _TIMEOUT, None
+        except (Exception, SystemExit) as error:
+            if guard is not None and guard.refused:
+                return _REFUSED, guard.refused
+            if attempt == 0 and use_dispatch and compiled is not None and compiled.needs_torch_modes and \
+                    _from_dispatch(error):
+                use_dispatch = False  # never let the dispatch mode itself fail a case
+                continue
+            return _ERROR, error
+        if guard is not None and guard.refused:
+            return _REFUSED, guard.refused
+        return _OK, result
+    return _ERROR, RuntimeError("the case could not be run")
+
+
+def _time_message(title: str, label: str, seconds: float, total: bool) -> str:
+    if total:
+        head = f"✗ {title}: the check ran for more than {seconds:g} s in all (stopped in {label})"
+    else:
+        head = f"✗ {title}: {label} ran for more than {seconds:g} s"
+    return (head + ": an endless loop? Check that every loop ends (a `while` whose condition never changes, "
+            "`k + 2` where `k += 2` was meant), or make the code faster, and run the cell again.")
+
+
+def _build_rule(rule: Optional[_guard.Rule], forbidden: Sequence[Any], what: str) -> Optional[_guard.Rule]:
+    forbidden = tuple(forbidden or ())
+    if rule is None and not forbidden:
+        return None
+    if rule is None:
+        return _guard.Rule(what=what or "this computation", forbid=forbidden, library=False)
+    if forbidden or (what and not rule.what):
+        return _guard.Rule(what=rule.what or what or "this computation", forbid=tuple(rule.forbid) + forbidden,
+                           families=tuple(rule.families), allow=tuple(rule.allow), library=rule.library)
+    return rule
+
+
+def run_cases(title: str, candidate: Callable[..., Any], cases: Sequence[Case], *,
+              rule: Optional[_guard.Rule] = None,
+              random_cases: Optional[Callable[[np.random.Generator], Sequence[Case]]] = None,
+              time_limit: Optional[float] = None, total_time_limit: Optional[float] = None,
+              side_effects: bool = True, forbidden: Sequence[Any] = (), what: str = "",
+              verbose: bool = False) -> Verdict:
+    """Run ``candidate`` on every case and print one verdict; returns a :class:`Verdict`.
 
     Args:
         title: the exercise's name in the verdict line.
         candidate: the learner's function (or partial, bound method, callable object).
-        cases: the table of :class:`Case`.
-        forbidden: objects and ``".name"``/dotted strings the exercise forbids; see
-            :func:`find_shortcuts`. Checked before any case runs.
-        what: what the exercise asks the learner to write, for the shortcut message
-            ("the convolution loops").
+        cases: the fixed, named cases (their messages teach).
+        rule: what the exercise forbids and allows (:class:`~.guard.Rule`), enforced at run time on
+            every call the learner's function makes, after a static pre-check of the obvious route.
+        random_cases: ``rng -> [Case, ...]``: hidden cases drawn afresh for each call (env
+            ``INVOLUTION_EDU_CHECK_SEED`` fixes the seed); a failure names the property
+            (``case.why``) and the inputs, never a value to copy.
+        time_limit, total_time_limit: seconds per case and in all (default 10 and 30, env
+            ``INVOLUTION_EDU_CASE_TIME_LIMIT`` / ``INVOLUTION_EDU_TOTAL_TIME_LIMIT``).
+        side_effects: check that the inputs, torch's grad mode and default dtype are unchanged.
+        forbidden, what: the old API, mapped onto ``Rule(what, forbid=forbidden, library=False)``.
         verbose: print a line for every passing case.
 
-    The first failing case stops the run (the learner fixes one thing at a time); the message
-    names the case and the mistake (when a :attr:`Case.mistakes` entry matches) or why the
-    case matters. Never raises because of the learner's answer.
+    The first failing case stops the run. Never raises because of the learner's answer (under
+    grading, see :func:`grading`, a failure raises AssertionError after printing).
     """
     say = _Say()
     try:
-        if not callable(candidate):
-            say(f"✗ {title}: expected a function, got {describe_value(candidate)}")
-            return _finish(False, say.lines)
-        if forbidden:
-            hits = find_shortcuts(candidate, forbidden)
-            if hits:
-                say(f"✗ {title}: this exercise asks you to write {what or 'this computation'} yourself; "
-                      f"your function calls {', '.join(hits)}.")
-                return _finish(False, say.lines)
-        for number, case in enumerate(cases, start=1):
-            label = f"case {number}/{len(cases)} '{case.name}'"
-            try:
-                got = candidate(*case.args, **case.kwargs)
-            except NotImplementedError as error:
-                if not _is_stub_raise(error):  # raised by a library call, e.g. an op without a meta kernel
-                    say(f"✗ {title}: {label} raised NotImplementedError: {_first_line(error)}")
-                    if case.why:
-                        say(f"  this case checks: {case.why}")
-                    return _finish(False, say.lines)
-                if _raise_above_code(candidate):
-                    say(f"… {title}: your code never runs: the `raise NotImplementedError` line sits above it. "
-                          "Delete that line and run this cell again.")
-                else:
-                    say(f"… {title}: not attempted yet (the function raises NotImplementedError). "
-                          "Write your solution and run this cell again.")
-                return _finish(False, say.lines)
-            except Exception as error:  # the learner's bug, reported without a traceback
-                say(f"✗ {title}: {label} raised {type(error).__name__}: {_first_line(error)}")
-                if case.why:
-                    say(f"  this case checks: {case.why}")
-                return _finish(False, say.lines)
-            problem = describe_mismatch(got, case.expected, case.rtol, case.atol)
-            if problem is not None:
-                say(f"✗ {title}: {label}: {problem}")
-                mistake = _matched_mistake(got, case)
-                if mistake:
-                    say(f"  likely mistake: {mistake}")
-                elif case.why:
-                    say(f"  this case checks: {case.why}")
-                return _finish(False, say.lines)
-            if verbose:
-                say(f"  ✓ {label}")
-        say(f"✓ {title}: all {len(cases)} cases pass.")
-        return _finish(True, say.lines)
+        passed = _run(say, title, candidate, cases, rule, random_cases, time_limit, total_time_limit,
+                      side_effects, forbidden, what, verbose)
     except AssertionError:
         if grading():
             raise
         say(f"✗ {title}: the checker could not judge this answer")
-        return _finish(False, say.lines)
+        passed = False
     except Exception as error:  # a bug in a checker must not break the learner's notebook
         say(f"✗ {title}: the checker could not judge this answer ({type(error).__name__}: {_first_line(error)})")
-        return _finish(False, say.lines)
+        passed = False
+    return _finish(passed, say.lines)
+
+
+def _run(say: _Say, title: str, candidate: Any, cases: Sequence[Case], rule: Optional[_guard.Rule],
+         random_cases: Any, time_limit: Optional[float], total_time_limit: Optional[float], side_effects: bool,
+         forbidden: Sequence[Any], what: str, verbose: bool) -> bool:
+    if not callable(candidate):
+        say(f"✗ {title}: expected a function, got {describe_value(candidate)}")
+        return False
+    rule = _build_rule(rule, forbidden, what)
+    compiled = _guard.compile_rule(rule)
+    if compiled is not None:
+        hits = find_shortcuts(candidate, _static_targets(compiled), library=compiled.library,
+                              allow=compiled.allowed_keep)
+        if hits:
+            say(f"✗ {title}: this exercise asks you to write {compiled.what} yourself; "
+                f"your function calls {', '.join(hits)}.")
+            return False
+    case_limit, total_limit = _guard.time_limits(time_limit, total_time_limit)
+    started = time.monotonic()
+    fixed = list(cases)
+    hidden: List[Case] = []
+    seed: Optional[int] = None
+    for number, case, is_random in _all_cases(fixed, lambda: hidden):
+        label = (f"random case {number}/{len(hidden)}" if is_random else f"case {number}/{len(fixed)} '{case.name}'")
+        left = total_limit - (time.monotonic() - started)
+        if left <= 0:
+            say(_time_message(title, label, total_limit, total=True))
+            return False
+        seconds = min(case_limit, left)
+        snapshot = None
+        if side_effects and getattr(case, "check_inputs", True):
+            names, values = _argument_names(candidate, case)
+            snapshot = _guard.Snapshot(names, values)
+        if compiled is not None:
+            compiled.allow_arguments(list(case.args) + list(case.kwargs.values()))
+        try:
+            kind, value = _call_guarded(candidate, case, compiled, seconds)
+        finally:
+            if snapshot is not None:
+                change = snapshot.changes()
+                snapshot.restore_globals()
+        if kind == _REFUSED:
+            say(f"✗ {title}: this exercise asks you to write {compiled.what if compiled else 'this'} yourself; "
+                f"your function called {value}.")
+            return False
+        if kind == _TIMEOUT:
+            say(_time_message(title, label, seconds if seconds < case_limit else case_limit,
+                              total=seconds < case_limit))
+            return False
+        if kind == _ERROR:
+            error = value
+            if isinstance(error, NotImplementedError) and _is_stub_raise(error):
+                if _raise_above_code(candidate):
+                    say(f"… {title}: your code never runs: the `raise NotImplementedError` line sits above it. "
+                        "Delete that line and run this cell again.")
+                else:
+                    say(f"… {title}: not attempted yet (the function raises NotImplementedError). "
+                        "Write your solution and run this cell again.")
+                return False
+            say(f"✗ {title}: {label} raised {type(error).__name__}: {_first_line(error)}")
+            if is_random:
+                say(f"  with inputs {_describe_inputs(case)}")
+            if case.why:
+                say(f"  this case checks: {case.why}")
+            return False
+        got = value
+        problem = describe_mismatch(got, case.expected, case.rtol, case.atol)
+        if problem is not None:
+            mistake = _matched_mistake(got, case)
+            if is_random:
+                say(f"✗ {title}: a random case failed: {case.why or case.name} with inputs {_describe_inputs(case)}")
+                say(f"  {problem}" if not mistake else f"  likely mistake: {mistake}")
+                if seed is not None:
+                    say(f"  (replay it with INVOLUTION_EDU_CHECK_SEED={seed})")
+            else:
+                say(f"✗ {title}: {label}: {problem}")
+                if mistake:
+                    say(f"  likely mistake: {mistake}")
+                elif case.why:
+                    say(f"  this case checks: {case.why}")
+            return False
+        if snapshot is not None and change:
+            say(f"✗ {title}: your function changed its input: {change}")
+            return False
+        if verbose:
+            say(f"  ✓ {label}")
+        if not is_random and number == len(fixed) and random_cases is not None:
+            seed = _seed()
+            drawn = random_cases(np.random.default_rng(seed))
+            hidden.extend(drawn or ())
+    extra = f" and {len(hidden)} random cases" if hidden else ""
+    say(f"✓ {title}: all {len(fixed)} cases{extra} pass.")
+    return True
+
+
+def _all_cases(fixed: List[Case], hidden: Callable[[], List[Case]]):
+    for number, case in enumerate(fixed, start=1):
+        yield number, case, False
+    number = 0
+    while number < len(hidden()):
+        number += 1
+        yield number, hidden()[number - 1], True
+
+
+def _seed() -> int:
+    text = os.environ.get("INVOLUTION_EDU_CHECK_SEED", "").strip()
+    if text:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    return int(np.random.SeedSequence().entropy % (2**32))
 
 
 def compare(label: str, got: Any, expected: Any, rtol: float = 1e-6, atol: float = 1e-8) -> bool:
