@@ -5,12 +5,16 @@ In a notebook, call the checker in the cell after the exercise, e.g.::
     from involution_edu.exercises.convolution import check_conv2d_loops
     check_conv2d_loops(conv2d_loops)
 
-Every checker first looks for the shortcuts its exercise forbids (the library's own
-implementation, ``F.conv2d``, ``torch.softmax``, ...: "this exercise asks you to write X
-yourself; your function calls Y"), then runs the learner's function on a table of cases and
-prints one verdict: what is wrong, for which case, expected vs got, and the likely mistake
-when the answer matches a known wrong one. It returns ``True``/``False`` and never raises,
-whatever the function returns (meta or half tensors, strings, generators, ...).
+Every checker declares what its exercise forbids as a :class:`~.guard.Rule` (the library's own
+implementation, ``F.conv2d``, any softmax, ...). The obvious route is refused by name before any
+case runs; then the learner's function runs on the named cases and on hidden random cases under
+a run-time guard that sees every call it makes ("this exercise asks you to write X yourself;
+your function called Y"), with a time limit per case and in all, and a check that it left its
+inputs and torch's global modes unchanged. It prints one verdict: what is wrong, for which case,
+expected vs got, and the likely mistake when the answer matches a known wrong one. It returns a
+:class:`~.framework.Verdict` (truthy iff passed, showing nothing more in a notebook) and never
+raises, whatever the function returns (meta or half tensors, strings, generators, ...), except
+under nbgrader grading, where a failure raises AssertionError after printing.
 
 Questions that are not code are :class:`~.framework.Question` objects in each module's
 ``QUESTIONS`` dict, checked with :func:`~.framework.check_answer`::
@@ -41,7 +45,8 @@ from __future__ import annotations
 
 import importlib
 
-from .framework import Case, Question, check_answer, compare, describe_mismatch, find_shortcuts, run_cases, to_numpy
+from .framework import (FAMILIES, Case, Question, Rule, Verdict, check_answer, compare, describe_mismatch,
+                        find_shortcuts, run_cases, short_time_limits, to_numpy)
 
 #: The checker modules, in course order; ``check_*`` names of each are re-exported here.
 CHECKER_MODULES = (
@@ -82,7 +87,11 @@ _reexport_checkers()
 
 __all__ = sorted(name for name in globals() if name.startswith("check_") and name != "check_answer") + [
     "Case",
+    "FAMILIES",
     "Question",
+    "Rule",
+    "Verdict",
+    "short_time_limits",
     "check_answer",
     "compare",
     "describe_mismatch",
