@@ -75,11 +75,15 @@ def _question_cells() -> Iterator[Tuple[str, int, str, Question]]:
 
 
 def _above(name: str, index: int) -> List[Tuple[int, str]]:
-    """(cell index, text) for every cell above ``index``: its source, and for code cells its text outputs."""
+    """(cell index, text) for every cell above ``index``: its source, and for code cells its text outputs.
+
+    The instructor's answers (solution regions, e.g. the answer cell just above a ``check_answer`` cell
+    in nbgrader form) are left out: the learner never sees them.
+    """
     nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
     texts = []
     for number, cell in enumerate(nb.cells[:index]):
-        text = _source(cell)
+        text = re.sub(r"[^\n]*BEGIN (?:SOLUTION|ANSWER).*?END (?:SOLUTION|ANSWER)[^\n]*", "", _source(cell), flags=re.S)
         if cell.cell_type == "code":
             text += "\n" + _outputs(cell)
         texts.append((number, text))
