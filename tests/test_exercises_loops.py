@@ -513,3 +513,26 @@ def test_compose_kernels_names_an_overwritten_input(capsys):
         return out
 
     assert_rejects(check_compose_kernels, compose_in_place, capsys, "changed its input")
+
+
+def test_paper_channel_order_refuses_a_search_that_runs_the_operator(capsys):
+    """Trying permutations until the two groupings agree runs the operator: refused, however it is reached."""
+    shortcut = exec_route("""
+        import itertools
+
+        def paper_channel_order(c, g):
+            run = getattr(loops, "involution_" + "interleaved")
+            x, kernels = np.arange(c * 9.0).reshape(1, c, 3, 3), np.ones((1, g, 1, 1, 3, 3))
+            for perm in itertools.permutations(range(c)):
+                if np.allclose(run(x[:, list(perm)], kernels), reference(x, kernels)[:, list(perm)]):
+                    return list(perm)
+    """, "paper_channel_order", {"loops": loops, "reference": involution_loops})
+    assert_rejects(check_paper_channel_order, shortcut, capsys, REFUSED)
+
+
+def test_compose_kernels_refuses_nn_unfold(capsys):
+    def compose_with_unfold(kernels_1, kernels_2):
+        torch.nn.Unfold(3, padding=1)(torch.from_numpy(kernels_1[:, :, 0, 0]))
+        return compose_solution(kernels_1, kernels_2)
+
+    assert_rejects(check_compose_kernels, compose_with_unfold, capsys, REFUSED)
