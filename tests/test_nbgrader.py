@@ -18,9 +18,8 @@ import copy
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import nbformat
 import pytest
