@@ -27,7 +27,6 @@ Questions (``QUESTIONS``): ``channel_mixing``, ``largest_term``, ``depthwise``.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -36,8 +35,7 @@ import torch.nn.functional as F
 
 from .. import shapes
 from ..module import Involution
-from . import framework
-from .framework import Case, Question, run_cases
+from .framework import Case, Question, Rule, run_cases
 
 __all__ = [
     "check_conv2d_loops",
@@ -48,27 +46,16 @@ __all__ = [
 
 #: What a NumPy-loops exercise of this notebook may not call: any torch op, any convolution or
 #: correlation (NumPy's, SciPy's, torch's), any sliding-window view, and the library's operator.
+#: The library itself (its oracles included) is forbidden by every Rule by default.
 _NUMPY_LOOP_FAMILIES = ("torch", "convolution", "unfold", "involution")
-#: The old name-based guard, used only until the run-time guard (framework.Rule) is available.
-_CONV_NAMES = (F.conv2d, torch.conv2d, torch.nn.Conv2d, F.conv_transpose2d, F.unfold, torch.nn.Unfold, F.conv1d,
-               F.conv3d, torch.convolution, ".conv2d", ".Conv2d", ".convolution", ".conv3d", ".unfold",
-               ".convolve2d", ".fftconvolve", ".oaconvolve", "scipy.signal.correlate2d")
 
 
 def _check(title: str, candidate: Callable[..., object], cases: Sequence[Case], *, what: str,
            families: Sequence[str] = (), forbid: Sequence[Any] = (), allow: Sequence[Any] = (),
-           random_cases: Optional[Callable[[np.random.Generator], Sequence[Case]]] = None,
-           fallback: Sequence[Any] = ()):
-    """``run_cases`` with this exercise's rule and hidden random cases."""
-    rule_class = getattr(framework, "Rule", None)
-    parameters = inspect.signature(run_cases).parameters
-    if rule_class is not None and "rule" in parameters:
-        rule = rule_class(what=what, forbid=tuple(forbid), families=tuple(families), allow=tuple(allow))
-        return run_cases(title, candidate, cases, rule=rule, random_cases=random_cases)
-    # the framework before the run-time guard: the name scan, then the hidden cases appended
-    if random_cases is not None:
-        cases = list(cases) + list(random_cases(np.random.default_rng()))
-    return run_cases(title, candidate, cases, forbidden=tuple(fallback) + tuple(forbid), what=what)
+           random_cases: Optional[Callable[[np.random.Generator], Sequence[Case]]] = None):
+    """``run_cases`` with this exercise's :class:`Rule` (enforced at run time) and its hidden random cases."""
+    rule = Rule(what=what, forbid=tuple(forbid), families=tuple(families), allow=tuple(allow))
+    return run_cases(title, candidate, cases, rule=rule, random_cases=random_cases)
 
 
 # --------------------------------------------------------------------------------- conv2d_loops
@@ -153,7 +140,7 @@ def check_conv2d_loops(conv2d_loops: Callable[..., object]):
         weight = rng.standard_normal((c_out, c_in, k, k))
         cases.append(_conv_case(name, why, x, weight, stride, padding))
     return _check("conv2d_loops", conv2d_loops, cases, what="the convolution as loops",
-                  families=_NUMPY_LOOP_FAMILIES, random_cases=_random_conv_cases, fallback=_CONV_NAMES)
+                  families=_NUMPY_LOOP_FAMILIES, random_cases=_random_conv_cases)
 
 
 # ---------------------------------------------------------------------------------- widest_kernel
@@ -253,8 +240,7 @@ def check_widest_kernel(widest_kernel: Callable[..., object]):
     ]
     cases = [_widest_case(*row) for row in table]
     return _check("widest_kernel", widest_kernel, cases, what="the parameter count", families=("involution",),
-                  forbid=(Involution, torch.nn.Module.parameters), random_cases=_random_widest_cases,
-                  fallback=(Involution,))
+                  forbid=(Involution, torch.nn.Module.parameters), random_cases=_random_widest_cases)
 
 
 # --------------------------------------------------------------------------- depthwise_as_involution
@@ -368,8 +354,7 @@ def check_depthwise_as_involution(depthwise_as_involution: Callable[..., object]
     cases = [_depthwise_case(name, why, _blocks(rng, pattern, k), batch, height, width, stride, padding)
              for name, why, pattern, batch, height, width, k, stride, padding in table]
     return _check("depthwise_as_involution", depthwise_as_involution, cases, what="the groups and the kernels",
-                  families=_NUMPY_LOOP_FAMILIES, random_cases=_random_depthwise_cases,
-                  fallback=(shapes.output_size, Involution, ".involution_loops", ".involution_numpy", ".conv2d"))
+                  families=_NUMPY_LOOP_FAMILIES, random_cases=_random_depthwise_cases)
 
 
 # ------------------------------------------------------------------------------------ questions

@@ -31,14 +31,12 @@ Questions (``QUESTIONS``): ``same_padding``, ``corner_pixel``, ``keras_reading``
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
 from .. import reference, shapes
-from . import framework
-from .framework import Case, Question, run_cases
+from .framework import Case, Question, Rule, run_cases
 
 __all__ = [
     "check_output_size",
@@ -54,24 +52,14 @@ __all__ = [
 #: unfold, and every implementation of the operator (the library, its oracles included, by default).
 #: Plain torch arithmetic is allowed: no torch op other than these computes an answer here.
 _FAMILIES = ("convolution", "unfold", "involution")
-#: The old name-based guard, used only until the run-time guard (framework.Rule) is available.
-_OPERATOR_NAMES = (reference.involution_loops, reference.involution_numpy, ".involution_loops", ".involution_numpy",
-                   ".involution_unfold", ".involution", ".unfold", ".Unfold", ".conv2d", ".convolution")
 
 
 def _check(title: str, candidate: Callable[..., object], cases: Sequence[Case], *, what: str,
            families: Sequence[str] = _FAMILIES, forbid: Sequence[Any] = (), allow: Sequence[Any] = (),
-           random_cases: Optional[Callable[[np.random.Generator], Sequence[Case]]] = None,
-           fallback: Sequence[Any] = ()):
-    """``run_cases`` with this exercise's rule and hidden random cases."""
-    rule_class = getattr(framework, "Rule", None)
-    if rule_class is not None and "rule" in inspect.signature(run_cases).parameters:
-        rule = rule_class(what=what, forbid=tuple(forbid), families=tuple(families), allow=tuple(allow))
-        return run_cases(title, candidate, cases, rule=rule, random_cases=random_cases)
-    # the framework before the run-time guard: the name scan, then the hidden cases appended
-    if random_cases is not None:
-        cases = list(cases) + list(random_cases(np.random.default_rng()))
-    return run_cases(title, candidate, cases, forbidden=tuple(fallback) + tuple(forbid), what=what)
+           random_cases: Optional[Callable[[np.random.Generator], Sequence[Case]]] = None):
+    """``run_cases`` with this exercise's :class:`Rule` (enforced at run time) and its hidden random cases."""
+    rule = Rule(what=what, forbid=tuple(forbid), families=tuple(families), allow=tuple(allow))
+    return run_cases(title, candidate, cases, rule=rule, random_cases=random_cases)
 
 
 def _add_mistake(mistakes: list, expected: object, wrong: object, message: str) -> None:
@@ -171,7 +159,7 @@ def check_output_size(output_size_student: Callable[..., object]):
     """
     cases = _output_size_table_cases()
     return _check("output_size", output_size_student, cases, what="the output-size formula",
-                  random_cases=_random_output_size_cases, fallback=(shapes.output_size, ".output_size"))
+                  random_cases=_random_output_size_cases)
 
 
 # ----------------------------------------------------------------------------- affected_outputs
@@ -262,7 +250,7 @@ def check_affected_outputs(affected_outputs: Callable[..., object]):
     cases = [_affected_case(*row) for row in table]
     return _check("affected_outputs", affected_outputs, cases,
                   what="the positions (derive them, do not run the operator)", allow=(shapes.output_size,),
-                  random_cases=_random_affected_cases, fallback=_OPERATOR_NAMES)
+                  random_cases=_random_affected_cases)
 
 
 # ------------------------------------------------------------------------------ compose_kernels
@@ -393,7 +381,7 @@ def check_compose_kernels(compose_kernels: Callable[..., object]):
     for name, why, batch, groups, k1, k2, height, width in table:
         cases.append(_compose_case(name, why, *_random_compose_pair(rng, batch, groups, k1, k2, height, width)))
     return _check("compose_kernels", composed_taps_that_matter, cases, what="the composed kernels",
-                  random_cases=_random_compose_cases, fallback=_OPERATOR_NAMES + (_compose, _shift))
+                  random_cases=_random_compose_cases)
 
 
 # ------------------------------------------------------------------------------- the two layouts
