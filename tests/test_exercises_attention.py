@@ -10,14 +10,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from checker_harness import assert_accepts, assert_never_raises, assert_rejects
+from checker_harness import (
+    assert_accepts,
+    assert_names_side_effect,
+    assert_never_raises,
+    assert_rejects,
+    assert_times_out,
+    exec_route,
+    module_route,
+)
 from involution_edu import involution
 from involution_edu.exercises.attention import (
     QUESTIONS,
     attention_as_involution_reference,
     check_attention_as_involution,
+    check_kernel_footprint,
     check_local_attention_costs,
     check_window_softmax,
+    kernel_footprint_reference,
     local_attention_costs_reference,
     local_attention_reference,
     window_softmax_reference,
@@ -173,7 +183,7 @@ def test_window_softmax_refuses_every_library_softmax(capsys):
         lambda l: window_softmax_reference(l),
     ]
     for shortcut in shortcuts:
-        assert_rejects(check_window_softmax, shortcut, capsys, "your function calls")
+        assert_rejects(check_window_softmax, shortcut, capsys, "your function call")
 
 
 def test_window_softmax_never_raises():
@@ -203,7 +213,7 @@ def _modulo_heads(x, wq, wk, wv, heads, k):
     # the cheat: the attention output with an identity kernel gives the right involution output
     (lambda x, wq, wk, wv, h, k: (local_attention_reference(x, wq, wk, wv, h, k),
                                   F.pad(torch.ones(x.shape[0], h, 1, 1, *x.shape[2:], dtype=x.dtype),
-                                        (0, 0, 0, 0, (k - 1) // 2, (k - 1) // 2, (k - 1) // 2, (k - 1) // 2))), "your function calls"),
+                                        (0, 0, 0, 0, (k - 1) // 2, (k - 1) // 2, (k - 1) // 2, (k - 1) // 2))), "your function call"),
     (lambda x, wq, wk, wv, h, k: attention_as_involution_solution(x, wk, wq, wv, h, k), "✗"),  # queries and keys swapped
     (lambda *a: attention_as_involution_solution(*a)[::-1], "✗"),
 ])
@@ -235,7 +245,7 @@ def test_attention_as_involution_refuses_the_references_everywhere(capsys):
 
     for shortcut in (lambda *a: attention_as_involution_reference(*a), lambda *a: alias(*a),
                      lambda *a: module.attention_as_involution_reference(*a), lambda *a: helper(*a)):
-        assert_rejects(check_attention_as_involution, shortcut, capsys, "your function calls")
+        assert_rejects(check_attention_as_involution, shortcut, capsys, "your function call")
 
 
 def test_attention_as_involution_refuses_the_notebooks_attention_module(capsys):
@@ -247,7 +257,7 @@ def test_attention_as_involution_refuses_the_notebooks_attention_module(capsys):
         layer = LocalSelfAttention2d()
         return layer.weights(x), layer.weights(x)
 
-    assert_rejects(check_attention_as_involution, shortcut, capsys, "your function calls", "LocalSelfAttention2d")
+    assert_rejects(check_attention_as_involution, shortcut, capsys, "your function call", "LocalSelfAttention2d")
 
 
 def test_attention_as_involution_never_raises():
@@ -280,7 +290,7 @@ def test_costs_reject_wrong_answers(capsys, wrong, message):
 def test_costs_refuse_the_reference(capsys):
     from involution_edu.exercises.attention import local_attention_costs_reference as count
 
-    assert_rejects(check_local_attention_costs, lambda *a: count(*a), capsys, "your function calls")
+    assert_rejects(check_local_attention_costs, lambda *a: count(*a), capsys, "your function call")
 
 
 def test_costs_never_raise():
@@ -306,3 +316,168 @@ def test_footprint_answer_is_what_attention_does():
     changed = (kernels(bumped) - kernels(x)).abs().flatten(0, 3).amax(0).gt(1e-12).sum().item()
     assert changed == k * k
     assert QUESTIONS["generator_footprint"].answer == 7 * 7
+
+
+def test_madds_ratio_answer_is_the_counted_ratio():
+    """The ratio question's answer from the counts of the notebook's section 5."""
+    channels, size, k, groups, r = 64, 28, 7, 4, 4
+    _, attention = local_attention_costs_reference(channels, size, size, k, groups)
+    involution_madds = size * size * (channels * channels // r + (channels // r) * k * k * groups + k * k * channels)
+    assert QUESTIONS["madds_ratio"].answer == pytest.approx(attention / involution_madds, rel=1e-12)
+
+
+# --------------------------------------------------------------------------- run-time routes, limits, side effects
+
+
+def test_window_softmax_refuses_run_time_routes(capsys, tmp_path):
+    routes = [
+        exec_route("def f(l):\n    import torch\n    return torch.softmax(l.flatten(2, 3), 2).view_as(l)", "f"),
+        exec_route("def f(l):\n    import torch.nn.functional as F\n    return getattr(F, 'soft' + 'min')(-l.flatten(2, 3), dim=2).view_as(l)", "f"),
+        exec_route("def f(l):\n    import torch\n    return torch.ops.aten._softmax(l.flatten(2, 3), 2, False).view_as(l)", "f"),
+        exec_route("def f(l):\n    import torch\n    return torch.nn.LogSoftmax(dim=2)(l.flatten(2, 3)).exp().view_as(l)", "f"),
+        module_route(tmp_path, "import torch\n\ndef f(l):\n    return l.flatten(2, 3).softmax(2).view_as(l)\n", "f"),
+    ]
+    for route in routes:
+        assert_rejects(check_window_softmax, route, capsys, "✗", "softmax")
+
+
+def test_attention_as_involution_refuses_a_reference_reached_at_run_time(capsys, tmp_path):
+    route = module_route(tmp_path, "import importlib\n\ndef f(*a):\n    m = importlib.import_module("
+                                   "'involution_edu.exercises.' + 'attention')\n"
+                                   "    return getattr(m, 'attention_as_involution_' + 'reference')(*a)\n", "f")
+    assert_rejects(check_attention_as_involution, route, capsys, "✗", "attention_as_involution_reference")
+
+
+def test_costs_refuse_a_table_of_the_fixed_answers(capsys):
+    """Memorised answers pass the fixed cases and fail the random ones, which never print a fixed value."""
+    from involution_edu.exercises.attention import _COST_CASES
+
+    table = {args[2:]: local_attention_costs_reference(*args[2:]) for args in _COST_CASES}
+    out = assert_rejects(check_local_attention_costs, lambda *a: table.get(a, (0, 0)), capsys, "random")
+    assert "all 5" not in out
+
+
+@pytest.mark.parametrize("checker,make", [
+    (check_window_softmax, lambda: exec_route("def f(l):\n    while True:\n        pass", "f")),
+    (check_attention_as_involution, lambda: exec_route("def f(*a):\n    k = 0\n    while k < 10:\n        k + 2", "f")),
+    (check_local_attention_costs, lambda: exec_route("def f(*a):\n    while True:\n        pass", "f")),
+    (check_kernel_footprint, lambda: exec_route("def f(*a, **k):\n    while True:\n        pass", "f")),
+])
+def test_every_checker_gives_a_time_limit_verdict_for_an_endless_loop(checker, make, capsys):
+    assert_times_out(checker, make(), capsys)
+
+
+def test_side_effects_on_the_inputs_are_named(capsys):
+    def mutating_softmax(logits):
+        out = window_softmax_solution(logits.clone())
+        logits.zero_()
+        return out
+
+    assert_names_side_effect(check_window_softmax, mutating_softmax, capsys)
+
+    def mutating_mapping(x, wq, wk, wv, heads, k):
+        result = attention_as_involution_solution(x, wq, wk, wv, heads, k)
+        wq.mul_(2.0)
+        return result
+
+    assert_names_side_effect(check_attention_as_involution, mutating_mapping, capsys)
+
+
+# --------------------------------------------------------------------------- kernel_footprint
+
+
+def kernel_footprint_solution(kind, height, width, kernel_size, row, col, stride=1):
+    if kind == "involution":
+        return {(row // stride, col // stride)}
+    if kind == "dynamic":
+        return {(i, j) for i in range(height) for j in range(width)}
+    pad = (kernel_size - 1) // 2
+    return {(i, j) for i in range(max(0, row - pad), min(height, row + pad + 1))
+            for j in range(max(0, col - pad), min(width, col + pad + 1))}
+
+
+def kernel_footprint_by_distance(kind, height, width, kernel_size, row, col, stride=1):
+    """A natural alternative: test every output position, return a list of tuples."""
+    out_h, out_w = (-(-height // stride), -(-width // stride)) if kind == "involution" else (height, width)
+    found = []
+    for i in range(out_h):
+        for j in range(out_w):
+            if kind == "dynamic" or (kind == "attention" and max(abs(i - row), abs(j - col)) <= kernel_size // 2) \
+                    or (kind == "involution" and (i, j) == (row // stride, col // stride)):
+                found.append((i, j))
+    return set(found)
+
+
+@pytest.mark.parametrize("solution", [kernel_footprint_solution, kernel_footprint_by_distance])
+def test_footprint_accepts_the_solution_and_an_alternative(solution, capsys):
+    assert_accepts(check_kernel_footprint, solution, capsys)
+
+
+@pytest.mark.parametrize("wrong,message", [
+    (lambda kind, h, w, k, r, c, stride=1: {(r, c)}, "only the pixel itself"),
+    (lambda kind, h, w, k, r, c, stride=1: kernel_footprint_solution(kind, h, w, k, r, c, stride) if kind != "attention"
+     else {(i, j) for i in range(r - k // 2, r + k // 2 + 1) for j in range(c - k // 2, c + k // 2 + 1)}, "outside the image"),
+    (lambda kind, h, w, k, r, c, stride=1: kernel_footprint_solution("dynamic", h, w, k, r, c), "dynamic convolution"),
+    (lambda kind, h, w, k, r, c, stride=1: kernel_footprint_solution(kind, h, w, k, r, c, 1), "✗"),  # stride ignored
+    (lambda kind, h, w, k, r, c, stride=1: kernel_footprint_solution(kind, h, w, k, r, c, stride) if kind != "attention"
+     else {(i, j) for i in range(max(0, r - k + 1), min(h, r + k)) for j in range(max(0, c - k + 1), min(w, c + k))},
+     "not K - 1"),
+])
+def test_footprint_rejects_wrong_answers(wrong, message, capsys):
+    assert_rejects(check_kernel_footprint, wrong, capsys, message)
+
+
+def test_footprint_refuses_running_the_layers_and_the_reference(capsys, tmp_path):
+    def measured(kind, h, w, k, r, c, stride=1):  # runs a real layer: torch is forbidden here
+        x = torch.zeros(1, 1, h, w)
+        torch.nn.functional.avg_pool2d(x, 1)
+        return kernel_footprint_solution(kind, h, w, k, r, c, stride)
+
+    assert_rejects(check_kernel_footprint, measured, capsys, "✗", "torch")
+    assert_rejects(check_kernel_footprint, lambda *a, **k: kernel_footprint_reference(*a, **k), capsys, "✗",
+                   "kernel_footprint_reference")
+    route = exec_route("def f(*a, **k):\n    import involution_edu.exercises.attention as m\n"
+                       "    return getattr(m, 'kernel_footprint_' + 'reference')(*a, **k)", "f")
+    assert_rejects(check_kernel_footprint, route, capsys, "✗")
+
+
+def test_footprint_reference_matches_the_layers():
+    """The reference equals what perturbing a real Involution (eval, stride 2) and the attention weights shows."""
+    from involution_edu import Involution
+    from involution_edu.exercises.attention import attention_logits_reference
+
+    torch.manual_seed(0)
+    layer = Involution(8, kernel_size=3, stride=2, group_channels=4).double().eval()
+    for parameter in layer.parameters():  # the span conv starts at zero: give every kernel a dependence on x
+        torch.nn.init.normal_(parameter)
+    x = torch.randn(1, 8, 7, 7, dtype=torch.float64)
+    for row, col in [(0, 0), (6, 3), (3, 5)]:
+        bumped = x.clone()
+        bumped[:, :, row, col] += 1.0
+        with torch.no_grad():
+            change = (layer.generate_kernels(bumped) - layer.generate_kernels(x)).abs().flatten(0, -3).amax(0) > 1e-12
+        assert {tuple(p) for p in change.nonzero().tolist()} == kernel_footprint_reference("involution", 7, 7, 3, row, col, 2)
+    x, ws = _inputs(1, 4, 6, 9, seed=4)
+    for row, col in [(0, 0), (5, 3), (2, 8)]:
+        bumped = x.clone()
+        bumped[:, :, row, col] += 1.0
+
+        def kernels(t):
+            return window_softmax_reference(attention_logits_reference(
+                torch.einsum("oc,bchw->bohw", ws[0], t), torch.einsum("oc,bchw->bohw", ws[1], t), 5, 1))
+
+        change = (kernels(bumped) - kernels(x)).abs().flatten(0, 3).amax(0) > 1e-12
+        assert {tuple(p) for p in change.nonzero().tolist()} == kernel_footprint_reference("attention", 6, 9, 5, row, col)
+
+
+def test_footprint_reference_rejects_bad_input():
+    with pytest.raises(ValueError, match="kind"):
+        kernel_footprint_reference("conv", 4, 4, 3, 0, 0)
+    with pytest.raises(ValueError, match="stride"):
+        kernel_footprint_reference("attention", 4, 4, 3, 0, 0, stride=2)
+    with pytest.raises(ValueError, match="inside"):
+        kernel_footprint_reference("involution", 4, 4, 3, 4, 0)
+
+
+def test_footprint_never_raises():
+    assert_never_raises(check_kernel_footprint)

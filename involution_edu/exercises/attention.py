@@ -21,19 +21,31 @@ Exercises checked here (PyTorch tensors, involution layout ``(B, G, K, K, H, W)`
         bias-free 1x1 projections C -> C, query-key products over every window tap, and the
         weighted sum of the values (softmax not counted).
 
+    kernel_footprint(kind, height, width, kernel_size, row, col, stride=1) -> set of (i, j)
+        the output positions whose kernel changes when input pixel (row, col) changes, for
+        kind "involution" (eval mode, any stride: kernels made from the stride-pooled pixel),
+        "attention" (local self-attention, stride 1) or "dynamic" (dynamic convolution, stride 1).
+
+Every checker enforces its :class:`~involution_edu.exercises.framework.Rule` at run time and adds
+hidden random cases to its fixed ones (:func:`~involution_edu.exercises.framework.run_cases`).
+
 The expected answers come from the reference functions below, written as plainly as possible
 (one window tap at a time) and tested against explicit loops in the test suite.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from typing import Callable, List, Tuple
+from typing import Callable, List, Set, Tuple
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
 
-from .framework import Case, Question, run_cases
+from .framework import Case, Question, Rule, run_cases
 
 __all__ = [
     "window_softmax_reference",
@@ -41,6 +53,8 @@ __all__ = [
     "attention_as_involution_reference",
     "local_attention_reference",
     "local_attention_costs_reference",
+    "kernel_footprint_reference",
+    "check_kernel_footprint",
     "check_window_softmax",
     "check_attention_as_involution",
     "check_local_attention_costs",
@@ -149,6 +163,34 @@ def local_attention_costs_reference(channels: int, height: int, width: int, kern
     return 3 * channels * channels, 3 * channels * channels * positions + 2 * positions * taps * channels
 
 
+FOOTPRINT_KINDS = ("involution", "attention", "dynamic")
+
+
+def kernel_footprint_reference(kind: str, height: int, width: int, kernel_size: int, row: int, col: int,
+                               stride: int = 1) -> Set[Tuple[int, int]]:
+    """The output positions ``(i, j)`` whose kernel changes when input pixel ``(row, col)`` changes.
+
+    ``"involution"`` (eval mode): the kernel at ``(i, j)`` is made from the ``stride x stride``
+    average-pooled block ``(i, j)`` alone, so only ``(row // stride, col // stride)``.
+    ``"attention"`` (stride 1): the kernel at ``(i, j)`` reads the query at ``(i, j)`` and the keys of
+    its window, ``|row - i| <= p`` and ``|col - j| <= p`` with ``p = (K - 1) // 2``, inside the image.
+    ``"dynamic"`` (stride 1): one kernel per image, mixed from the global average: every position.
+    """
+    if kind not in FOOTPRINT_KINDS:
+        raise ValueError(f"kind must be one of {FOOTPRINT_KINDS}, got {kind!r}")
+    if kind != "involution" and stride != 1:
+        raise ValueError(f"stride must be 1 for {kind!r}, got {stride}")
+    if not (0 <= row < height and 0 <= col < width):
+        raise ValueError(f"(row, col) must lie inside the {height} x {width} image, got {(row, col)}")
+    if kind == "involution":
+        return {(row // stride, col // stride)}
+    if kind == "dynamic":
+        return {(i, j) for i in range(height) for j in range(width)}
+    pad = (kernel_size - 1) // 2
+    return {(i, j) for i in range(max(0, row - pad), min(height, row + pad + 1))
+            for j in range(max(0, col - pad), min(width, col + pad + 1))}
+
+
 # --- checkers -----------------------------------------------------------------------------------
 
 
@@ -200,8 +242,22 @@ def check_window_softmax(window_softmax: Callable[[torch.Tensor], torch.Tensor])
                       "a tap with logit -inf must get weight exactly 0 (not nan)", rtol=1e-6, atol=1e-9,
                       mistakes=[(window_softmax_reference(zeroed), "you replaced -inf by 0: a tap outside the image must get weight 0, "
                                                                    "not exp(0) / sum")]))
-    return run_cases("window_softmax", window_softmax, cases, forbidden=_softmax_shortcuts(),
-                     what="the softmax over the window")
+    def random_cases(rng: np.random.Generator) -> List[Case]:
+        drawn = []
+        for _ in range(2):
+            k = int(rng.choice([1, 3, 5]))
+            shape = (int(rng.integers(1, 3)), int(rng.integers(1, 4)), k, k, int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+            logits = torch.from_numpy(rng.standard_normal(shape) * float(rng.choice([1.0, 30.0])))
+            logits = logits + float(rng.choice([0.0, 700.0]))
+            if k > 1:
+                logits[:, :, 0, :] = float("-inf")  # a row of taps outside the image
+            drawn.append(Case(f"random logits {tuple(shape)}", (logits.clone(),), window_softmax_reference(logits),
+                              "every window's K*K weights are e^l / sum e^l over both window axes, -inf taps get 0, "
+                              "and shifting all logits of a window changes nothing", rtol=1e-6, atol=1e-9))
+        return drawn
+
+    rule = Rule("the softmax over the window", families=["softmax"], forbid=[window_softmax_reference])
+    return run_cases("window_softmax", window_softmax, cases, rule=rule, random_cases=random_cases)
 
 
 # (name, why, batch, channels, height, width, kernel_size, heads)
@@ -216,8 +272,9 @@ _MAPPING_CASES = [
 ]
 
 
-def check_attention_as_involution(attention_as_involution: Callable[..., object]) -> bool:
-    """Check ``attention_as_involution(x, w_query, w_key, w_value, heads, kernel_size) -> (values, kernels)``."""
+@functools.lru_cache(maxsize=1)
+def _mapping_cases() -> Tuple[Case, ...]:
+    """The fixed cases of :func:`check_attention_as_involution` with their named mistakes (built once)."""
     generator = torch.Generator().manual_seed(90)
     cases: List[Case] = []
     for name, why, batch, channels, height, width, kernel_size, heads in _MAPPING_CASES:
@@ -241,12 +298,50 @@ def check_attention_as_involution(attention_as_involution: Callable[..., object]
                 continue
             if not all(torch.allclose(a, b, atol=1e-10) for a, b in zip(wrong, (values, kernels))):
                 mistakes.append((wrong, message))
-        cases.append(Case(name, tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args), (values, kernels),
-                          why, rtol=1e-6, atol=1e-9, mistakes=mistakes))
-    forbidden = [attention_as_involution_reference, local_attention_reference, attention_logits_reference,
-                 "LocalSelfAttention2d", "__main__.LocalSelfAttention2d"]  # the notebook's module, by name
-    return run_cases("attention_as_involution", attention_as_involution, cases, forbidden=forbidden,
-                     what="the mapping from attention to involution")
+        cases.append(Case(name, args, (values, kernels), why, rtol=1e-6, atol=1e-9, mistakes=mistakes))
+    return tuple(cases)
+
+
+def check_attention_as_involution(attention_as_involution: Callable[..., object]) -> bool:
+    """Check ``attention_as_involution(x, w_query, w_key, w_value, heads, kernel_size) -> (values, kernels)``."""
+    # fresh copies of the inputs on every call: a learner's function that writes into them cannot spoil the next check
+    cases = [dataclasses.replace(case, args=tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in case.args))
+             for case in _mapping_cases()]
+
+    def random_cases(rng: np.random.Generator) -> List[Case]:
+        heads = int(rng.choice([1, 2, 3]))
+        channels, kernel_size = heads * int(rng.integers(1, 4)), int(rng.choice([1, 3, 5]))
+        x = torch.from_numpy(rng.standard_normal((int(rng.integers(1, 3)), channels, int(rng.integers(2, 6)),
+                                                  int(rng.integers(2, 6)))))
+        weights = [torch.from_numpy(rng.standard_normal((channels, channels)) * 1.5) for _ in range(3)]
+        args = (x, *weights, heads, kernel_size)
+        return [Case(f"random: C = {channels}, {heads} heads, K = {kernel_size}, x {tuple(x.shape)}", args,
+                     attention_as_involution_reference(*args),
+                     "values = W_v x and kernels = the window softmax of q . k / sqrt(C/heads) over the taps inside "
+                     "the image, head h = the h-th channel block", rtol=1e-6, atol=1e-9)]
+
+    # The notebook's own attention module would answer the exercise: its class (whatever the learner's
+    # globals call it) is forbidden at run time, with every method, as are the references above.
+    module_class = _notebook_attention_class(attention_as_involution)
+    forbid = [attention_as_involution_reference, local_attention_reference, attention_logits_reference]
+    if module_class is not None:
+        forbid += [value for value in vars(module_class).values() if callable(value)]
+    rule = Rule("the mapping from attention to involution", forbid=forbid)
+    return run_cases("attention_as_involution", attention_as_involution, cases, rule=rule, random_cases=random_cases)
+
+
+def _notebook_attention_class(candidate: Callable[..., object]):
+    """The notebook's ``LocalSelfAttention2d`` class, looked up in the candidate's globals and closure (None if absent)."""
+    try:
+        found = getattr(candidate, "__globals__", {}).get("LocalSelfAttention2d")
+        code, cells = getattr(candidate, "__code__", None), getattr(candidate, "__closure__", None) or ()
+        if not isinstance(found, type) and code is not None:
+            for name, cell in zip(code.co_freevars, cells):
+                if name == "LocalSelfAttention2d":
+                    found = cell.cell_contents
+        return found if isinstance(found, type) else None
+    except Exception:
+        return None
 
 
 # (name, why, channels, height, width, kernel_size, heads)
@@ -281,16 +376,82 @@ def check_local_attention_costs(local_attention_costs: Callable[..., object]) ->
         mistakes = [(value, message) for value, message in candidates if value != (params, madds)]
         cases.append(Case(name, (channels, height, width, kernel_size, heads), (params, madds), why, rtol=0, atol=0,
                           mistakes=mistakes))
-    return run_cases("local_attention_costs", local_attention_costs, cases, forbidden=[local_attention_costs_reference],
-                     what="the count")
+    def random_cases(rng: np.random.Generator) -> List[Case]:
+        heads = int(rng.integers(1, 9))
+        args = (heads * int(rng.integers(1, 17)), int(rng.integers(1, 40)), int(rng.integers(1, 40)),
+                int(rng.choice([1, 3, 5, 7, 9])), heads)
+        return [Case(f"random: C, H, W, K, heads = {args}", args, local_attention_costs_reference(*args),
+                     "the counts as formulas of C, H, W and K (a table of the fixed cases does not generalise)",
+                     rtol=0, atol=0)]
+
+    rule = Rule("the count", families=["torch"])
+    return run_cases("local_attention_costs", local_attention_costs, cases, rule=rule, random_cases=random_cases)
+
+
+# (name, why, kind, height, width, kernel_size, row, col, stride)
+_FOOTPRINT_CASES = [
+    ("involution, middle pixel", "involution's kernel at (i, j) is made from the pixel (i, j) alone", "involution",
+     9, 9, 7, 4, 4, 1),
+    ("attention, middle pixel, K = 3", "the pixel is a key in the window of every position within p = 1 of it",
+     "attention", 9, 9, 3, 4, 4, 1),
+    ("attention, corner pixel, K = 7", "windows of positions outside the image do not exist: clip to the image",
+     "attention", 10, 10, 7, 0, 0, 1),
+    ("attention, edge pixel, K = 5, 6x9", "clipped on one side only; rows and columns are independent",
+     "attention", 6, 9, 5, 5, 3, 1),
+    ("attention, K = 5 on a 2x3 image", "a window larger than the image: every position", "attention", 2, 3, 5, 1, 1, 1),
+    ("attention, K = 1", "a 1x1 window: the kernel reads the pixel itself", "attention", 4, 5, 1, 2, 3, 1),
+    ("dynamic convolution", "one kernel per image, mixed from the global average: every position changes",
+     "dynamic", 5, 6, 3, 2, 2, 1),
+    ("involution, stride 2, odd size", "with stride s the kernels come from the s x s pooled block that holds the pixel",
+     "involution", 7, 7, 3, 6, 3, 2),
+    ("involution, stride 3", "pooled block (row // 3, col // 3)", "involution", 10, 8, 5, 5, 7, 3),
+]
+
+
+def check_kernel_footprint(kernel_footprint: Callable[..., object]) -> bool:
+    """Check ``kernel_footprint(kind, height, width, kernel_size, row, col, stride=1) -> set of (i, j)``."""
+    cases: List[Case] = []
+    for name, why, kind, height, width, k, row, col, stride in _FOOTPRINT_CASES:
+        expected = kernel_footprint_reference(kind, height, width, k, row, col, stride)
+        pad = (k - 1) // 2
+        candidates = [
+            ({(row, col)}, "that is only the pixel itself: which positions READ this pixel when they make their kernel?"),
+            ({(i, j) for i in range(row - pad, row + pad + 1) for j in range(col - pad, col + pad + 1)},
+             "some of these positions lie outside the image: there is no kernel there (clip to 0 .. H-1, 0 .. W-1)"),
+            ({(i, j) for i in range(height) for j in range(width)},
+             "every position changes only for dynamic convolution, whose kernel comes from the whole image"),
+            ({(i, j) for i in range(max(0, row - k + 1), min(height, row + k)) for j in range(max(0, col - k + 1), min(width, col + k))},
+             "the window reaches p = (K - 1) // 2 to each side, not K - 1"),
+        ]
+        mistakes = [(value, message) for value, message in candidates if value != expected]
+        cases.append(Case(name, (kind, height, width, k, row, col), expected, why, kwargs={"stride": stride},
+                          rtol=0, atol=0, mistakes=mistakes))
+
+    def random_cases(rng: np.random.Generator) -> List[Case]:
+        drawn = []
+        for kind in FOOTPRINT_KINDS:
+            height, width = int(rng.integers(1, 13)), int(rng.integers(1, 13))
+            k = int(rng.choice([1, 3, 5, 7]))
+            stride = int(rng.integers(1, 4)) if kind == "involution" else 1
+            row, col = int(rng.integers(0, height)), int(rng.integers(0, width))
+            args = (kind, height, width, k, row, col)
+            drawn.append(Case(f"random: {kind}, {height}x{width}, K = {k}, pixel {(row, col)}, stride {stride}", args,
+                              kernel_footprint_reference(*args, stride=stride),
+                              {"involution": "only the pooled block that holds the pixel",
+                               "attention": "the positions within p of the pixel, clipped to the image",
+                               "dynamic": "every position"}[kind], kwargs={"stride": stride}, rtol=0, atol=0))
+        return drawn
+
+    rule = Rule("the footprint (reason it out; do not run the layers)", families=["torch"])
+    return run_cases("kernel_footprint", kernel_footprint, cases, rule=rule, random_cases=random_cases)
 
 
 # --- questions ----------------------------------------------------------------------------------
 
 QUESTIONS = {
     "not_involution": Question(
-        "Which of these layers can NOT be written as involution(values, kernels) for some values and kernels of "
-        "layout (B, G, K, K, H, W)?",
+        "Which of these layers can NOT be written as a bias-free 1x1 convolution followed by an involution "
+        "(kernels of layout (B, G, K, K, H, W), computed in any way you like)?",
         answer="c",
         choices={
             "a": "single-head local self-attention over a K x K window",
@@ -300,14 +461,15 @@ QUESTIONS = {
         },
         explanation="An involution computes output channel c from input channel c only (its kernel is shared by "
                     "the channels of a group, never mixes them). A dense dynamic convolution sums over all input "
-                    "channels inside its window, so no per-channel kernel reproduces it.",
+                    "channels inside its window, and a 1x1 convolution before it cannot bring that spatial mixing "
+                    "of channels back, so no involution reproduces it.",
         wrong={
-            "a": "Attention weights are one K x K kernel per position, shared by all value channels: an involution "
-                 "with G = 1 applied to W_v x. Section 4 checks it numerically.",
-            "b": "A depthwise kernel per image is an involution kernel with G = C that happens to be the same at "
-                 "every position.",
+            "a": "Attention weights are one K x K kernel per position, shared by all value channels: the 1x1 "
+                 "convolution is W_v, then an involution with G = 1. Section 4 checks it numerically.",
+            "b": "Take the identity as the 1x1 convolution: a depthwise kernel per image is an involution kernel "
+                 "with G = C that happens to be the same at every position.",
             "d": "A position term changes how the kernel is generated (the logits), not how it is applied: still one "
-                 "K x K kernel per position and head.",
+                 "K x K kernel per position and head, after the value projection.",
         },
     ),
     "generator_footprint": Question(
@@ -324,19 +486,22 @@ QUESTIONS = {
                         "through global pooling; attention's depends only on the window"),
                   (9, "9 would be a 3 x 3 window; here K = 7")],
     ),
-    "most_params": Question(
-        "C = 64 channels, K = 7, 4 groups or heads, reduction r = 4, N = 4 dynamic kernels. Which layer has the most "
-        "parameters?",
-        answer="c",
-        choices={"a": "involution", "b": "local self-attention (three 1x1 projections)", "c": "dynamic convolution",
-                 "d": "all about the same"},
-        explanation="Dynamic convolution keeps N full C x C x K x K kernels: 4 * 64 * 64 * 49 = 802,816 weights, "
-                    "against 3 * 64^2 = 12,288 for attention's projections and a few thousand for involution's "
-                    "kernel generator.",
-        wrong={"a": "Involution's parameters are its kernel generator: C*C/r + (C/r)*K^2*G plus a BN and a bias, "
-                    "a few thousand at C = 64.",
-               "b": "Attention's three projections are C x C each, 12,288 at C = 64; no weight depends on K.",
-               "d": "They differ by more than two orders of magnitude: count them."},
+    "madds_ratio": Question(
+        "C = 64 channels, a 28 x 28 map, K = 7, 4 heads or groups, reduction r = 4. How many times the involution's "
+        "multiply-adds does one local self-attention layer need? Count attention as in exercise 3, and the "
+        "involution as its kernel generator (two 1x1 convolutions, C -> C/r -> K*K*G) plus its aggregation "
+        "(one decimal).",
+        answer=14_551_040 / 5_720_064,
+        rtol=0.03,
+        explanation="Per position attention costs 3 C^2 + 2 K^2 C = 12,288 + 6,272 = 18,560 multiply-adds, the "
+                    "involution C^2/r + (C/r) K^2 G + K^2 C = 1,024 + 3,136 + 3,136 = 7,296: about 2.5 times fewer. "
+                    "Both pay the same window sum (K^2 C); attention adds three dense projections and the query-key "
+                    "products, the involution a generator that reads one pixel.",
+        mistakes=[(18_560 / 3_136, "that leaves out the involution's kernel generator: its two 1x1 convolutions "
+                                   "cost C^2/r + (C/r) K^2 G per position"),
+                  (6_272 / 7_296, "that leaves out attention's three 1x1 projections, 3 C^2 per position"),
+                  (15_424 / 7_296, "attention has TWO window products: the query-key logits and the weighted sum of "
+                                   "the values, K^2 C each")],
     ),
     "equivariance": Question(
         "The input's content lies away from the border, and is shifted by a few pixels (staying inside the zero "
