@@ -64,6 +64,8 @@ __all__ = [
     "triton_supports",
     "triton_forward",
     "triton_backward",
+    "triton_fused_forward",
+    "triton_fused_backward",
     "block_sizes",
 ]
 
@@ -508,3 +510,186 @@ def triton_backward(
                 )
         grad_x = grad_x.to(dtype)
     return grad_x, grad_kernels
+
+
+# ----------------------------------------------------------------------------------------------
+# The fused kernel-generating involution (involution_edu.fused): the kernels are never stored.
+# Each program computes its block's tap values from h in registers,
+#     tap[t, pixels] = bias[t] + sum_r weight[t, r] * h[b, r, pixels]     (t = g*K*K + u*K + v)
+# and uses them at once. The backward recomputes them the same way; dx, dh, dweight and dbias
+# are summed with atomic adds into float32/float64 buffers (dx and dh: several programs touch the
+# same values; dweight, dbias: a sum over the whole batch).
+# ----------------------------------------------------------------------------------------------
+
+
+def _fused_forward_kernel(
+    x_ptr, h_ptr, w_ptr, bias_ptr, out_ptr,
+    C, H, W, G, CG, CR, OUT_H, OUT_W, N_CBLOCKS,
+    K: tl.constexpr, STRIDE: tl.constexpr, PADDING: tl.constexpr, DILATION: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr, ACC: tl.constexpr,
+):
+    """out[b, c, i, j] = sum_{u,v} tap[g*K*K + u*K + v, (i, j)] * x[b, c, i*s+u*d-p, j*s+v*d-p].
+
+    Grid: (B * G * N_CBLOCKS, cdiv(OUT_H * OUT_W, BLOCK_P)). All tensors contiguous;
+    weight is (G*K*K, CR), h is (B, CR, OUT_H, OUT_W).
+    """
+    pid = tl.program_id(0)
+    cblock = pid % N_CBLOCKS
+    bg = pid // N_CBLOCKS
+    b = bg // G
+    g = bg % G
+    n_out = OUT_H * OUT_W
+    pixels = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+    pixel_ok = pixels < n_out
+    top = (pixels // OUT_W) * STRIDE - PADDING
+    left = (pixels % OUT_W) * STRIDE - PADDING
+    chans = cblock * BLOCK_C + tl.arange(0, BLOCK_C)
+    chan_ok = chans < CG
+    reds = tl.arange(0, BLOCK_R)
+    red_ok = reds < CR
+    hs = tl.load(h_ptr + b.to(tl.int64) * CR * n_out + reds[:, None] * n_out + pixels[None, :],
+                 mask=red_ok[:, None] & pixel_ok[None, :], other=0.0).to(ACC)  # (BLOCK_R, BLOCK_P)
+    first_channel = (b * C + g * CG).to(tl.int64)
+    x_rows = x_ptr + first_channel * H * W + chans[:, None] * (H * W)
+    row0 = g * K * K
+    acc = tl.full((BLOCK_C, BLOCK_P), 0.0, ACC)
+    for u in range(K):
+        hh = top + u * DILATION
+        row_ok = pixel_ok & (hh >= 0) & (hh < H)
+        x_row = x_rows + (hh * W)[None, :]
+        for v in range(K):
+            t = row0 + u * K + v
+            wt = tl.load(w_ptr + t * CR + reds, mask=red_ok, other=0.0).to(ACC)  # (BLOCK_R,)
+            tap = tl.reduce(wt[:, None] * hs, 0, tl.standard._sum_combine) + tl.load(bias_ptr + t).to(ACC)
+            ww = left + v * DILATION
+            inside = row_ok & (ww >= 0) & (ww < W)
+            xs = tl.load(x_row + ww[None, :], mask=chan_ok[:, None] & inside[None, :], other=0.0).to(ACC)
+            acc += xs * tap[None, :]
+    out_ptrs = out_ptr + first_channel * n_out + chans[:, None] * n_out + pixels[None, :]
+    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=chan_ok[:, None] & pixel_ok[None, :])
+
+
+def _fused_backward_kernel(
+    x_ptr, h_ptr, w_ptr, bias_ptr, go_ptr, gx_ptr, gh_ptr, gw_ptr, gb_ptr,
+    C, H, W, G, CG, CR, OUT_H, OUT_W,
+    K: tl.constexpr, STRIDE: tl.constexpr, PADDING: tl.constexpr, DILATION: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr, ACC: tl.constexpr,
+):
+    """Per tap t of the program's group: tap = recomputed kernel values, dk = sum_c go * x (the
+    kernels' gradient, kept in registers), then dx += tap * go (scattered), dh += weight[t] dk,
+    dweight[t] += dk h^T, dbias[t] += sum dk. Grid: (B * G, cdiv(OUT_H * OUT_W, BLOCK_P))."""
+    bg = tl.program_id(0)
+    b = bg // G
+    g = bg % G
+    n_out = OUT_H * OUT_W
+    pixels = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+    pixel_ok = pixels < n_out
+    top = (pixels // OUT_W) * STRIDE - PADDING
+    left = (pixels % OUT_W) * STRIDE - PADDING
+    reds = tl.arange(0, BLOCK_R)
+    red_ok = reds < CR
+    h_tile = h_ptr + b.to(tl.int64) * CR * n_out + reds[:, None] * n_out + pixels[None, :]
+    tile_ok = red_ok[:, None] & pixel_ok[None, :]
+    hs = tl.load(h_tile, mask=tile_ok, other=0.0).to(ACC)
+    first_channel = (b * C + g * CG).to(tl.int64)
+    dh = tl.full((BLOCK_R, BLOCK_P), 0.0, ACC)
+    row0 = g * K * K
+    for u in range(K):
+        hh = top + u * DILATION
+        row_ok = pixel_ok & (hh >= 0) & (hh < H)
+        for v in range(K):
+            t = row0 + u * K + v
+            wt = tl.load(w_ptr + t * CR + reds, mask=red_ok, other=0.0).to(ACC)
+            tap = tl.reduce(wt[:, None] * hs, 0, tl.standard._sum_combine) + tl.load(bias_ptr + t).to(ACC)
+            ww = left + v * DILATION
+            inside = row_ok & (ww >= 0) & (ww < W)
+            offset = hh * W + ww
+            dk = tl.full((BLOCK_P,), 0.0, ACC)
+            for c0 in range(0, CG, BLOCK_C):
+                chans = c0 + tl.arange(0, BLOCK_C)
+                chan_ok = chans < CG
+                go = tl.load(go_ptr + first_channel * n_out + chans[:, None] * n_out + pixels[None, :],
+                             mask=chan_ok[:, None] & pixel_ok[None, :], other=0.0).to(ACC)
+                plane = first_channel * H * W + chans[:, None] * (H * W) + offset[None, :]
+                mask = chan_ok[:, None] & inside[None, :]
+                xs = tl.load(x_ptr + plane, mask=mask, other=0.0).to(ACC)
+                dk += tl.reduce(go * xs, 0, tl.standard._sum_combine)
+                tl.atomic_add(gx_ptr + plane, go * tap[None, :], mask=mask)
+            dh += wt[:, None] * dk[None, :]
+            tl.atomic_add(gw_ptr + t * CR + reds, tl.reduce(hs * dk[None, :], 1, tl.standard._sum_combine), mask=red_ok)
+            tl.atomic_add(gb_ptr + t, tl.reduce(dk, 0, tl.standard._sum_combine))
+    tl.atomic_add(gh_ptr + b.to(tl.int64) * CR * n_out + reds[:, None] * n_out + pixels[None, :], dh, mask=tile_ok)
+
+
+def _fused_jitted(interpret: bool) -> SimpleNamespace:
+    triton = _load()
+    if triton is None:
+        raise RuntimeError(f"the Triton backend is unavailable: {_error}")
+    key = ("fused", interpret)
+    with _lock:
+        if key not in _kernels:
+            _kernels[key] = SimpleNamespace(forward=triton.jit(_fused_forward_kernel),
+                                            backward=triton.jit(_fused_backward_kernel))
+    return _kernels[key]
+
+
+def _fused_blocks(cg: int, reduced: int, pixels: int, interpret: bool) -> Tuple[int, int, int]:
+    """``(BLOCK_C, BLOCK_R, BLOCK_P)``: the h tile (BLOCK_R x BLOCK_P) shares the budget."""
+    block_c, block_p = block_sizes(cg, pixels, interpret)
+    block_r = _next_power_of_2(reduced)
+    budget = 1 << 14 if interpret else 4096
+    block_p = max(16, min(block_p, _next_power_of_2(max(1, budget // max(block_r, block_c)))))
+    return block_c, block_r, block_p
+
+
+def triton_fused_forward(x, h, weight, bias, kernel_size: int, stride: int, padding: int, dilation: int) -> torch.Tensor:
+    """Fused forward with Triton: ``x (B, C, H, W)``, ``h (B, C_r, H', W')``, ``weight (G*K*K, C_r)``,
+    ``bias (G*K*K,)`` (shapes validated by the caller) -> ``(B, C, H', W')`` in ``x``'s dtype."""
+    _check_all(x, ("h", h), ("weight", weight), ("bias", bias))
+    interpret = triton_interpreting()
+    dtype = x.dtype
+    xc, hc, wc, bc = (_prepare(t, interpret) for t in (x, h, weight, bias))
+    batch, channels, height, width = xc.shape
+    reduced, out_h, out_w = hc.shape[1], hc.shape[2], hc.shape[3]
+    groups = wc.shape[0] // (kernel_size * kernel_size)
+    cg = channels // groups
+    _check_sizes(cg, height, width, kernel_size, out_h, out_w)
+    out = torch.empty((batch, channels, out_h, out_w), dtype=xc.dtype, device=xc.device)
+    if out.numel() == 0:
+        return out.to(dtype)
+    block_c, block_r, block_p = _fused_blocks(cg, reduced, out_h * out_w, interpret)
+    n_cblocks = -(-cg // block_c)
+    grid = _grid(batch * groups * n_cblocks, -(-(out_h * out_w) // block_p), interpret)
+    _fused_jitted(interpret).forward[grid](
+        xc, hc, wc, bc, out,
+        channels, height, width, groups, cg, reduced, out_h, out_w, n_cblocks,
+        K=kernel_size, STRIDE=stride, PADDING=padding, DILATION=dilation,
+        BLOCK_C=block_c, BLOCK_R=block_r, BLOCK_P=block_p, ACC=_acc_dtype(xc.dtype),
+    )
+    return out.to(dtype)
+
+
+def triton_fused_backward(grad_out, x, h, weight, bias, kernel_size: int, stride: int, padding: int, dilation: int):
+    """Fused backward with Triton: ``(dx, dh, dweight, dbias)`` in the inputs' dtypes, the kernels
+    recomputed per block (sums in float32, float64 for float64 inputs)."""
+    _check_all(x, ("grad_out", grad_out), ("h", h), ("weight", weight), ("bias", bias))
+    interpret = triton_interpreting()
+    dtype = x.dtype
+    xc, hc, wc, bc, go = (_prepare(t, interpret) for t in (x, h, weight, bias, grad_out))
+    batch, channels, height, width = xc.shape
+    reduced, out_h, out_w = hc.shape[1], hc.shape[2], hc.shape[3]
+    groups = wc.shape[0] // (kernel_size * kernel_size)
+    cg = channels // groups
+    _check_sizes(cg, height, width, kernel_size, out_h, out_w)
+    acc = torch.float64 if xc.dtype == torch.float64 else torch.float32
+    grads = [torch.zeros(t.shape, dtype=acc, device=xc.device) for t in (xc, hc, wc, bc)]
+    if go.numel() > 0 and xc.numel() > 0:
+        block_c, block_r, block_p = _fused_blocks(cg, reduced, out_h * out_w, interpret)
+        grid = _grid(batch * groups, -(-(out_h * out_w) // block_p), interpret)
+        _fused_jitted(interpret).backward[grid](
+            xc, hc, wc, bc, go, *grads,
+            channels, height, width, groups, cg, reduced, out_h, out_w,
+            K=kernel_size, STRIDE=stride, PADDING=padding, DILATION=dilation,
+            BLOCK_C=block_c, BLOCK_R=block_r, BLOCK_P=block_p, ACC=_acc_dtype(xc.dtype),
+        )
+    return tuple(grad.to(dtype) for grad in grads)

@@ -229,20 +229,20 @@ def test_offsets_refuse_f_unfold_directly(capsys):
         win = F.unfold(x, k, dilation=dilation, padding=padding, stride=stride).view(b, g, c // g, k * k, oh, ow)
         return (kernels.reshape(b, g, 1, k * k, oh, ow) * win).sum(3).reshape(b, c, oh, ow)
 
-    assert_rejects(check_involution_offsets, shortcut, capsys, "your function calls", "unfold")
+    assert_rejects(check_involution_offsets, shortcut, capsys, "your function call", "unfold")
 
 
 def test_offsets_refuse_an_alias_import(capsys):
     from involution_edu import involution as fast
 
-    assert_rejects(check_involution_offsets, lambda x, k, s, p, d: fast(x, k, s, p, d), capsys, "your function calls")
+    assert_rejects(check_involution_offsets, lambda x, k, s, p, d: fast(x, k, s, p, d), capsys, "your function call")
 
 
 def test_offsets_refuse_an_attribute_path(capsys):
     import involution_edu
 
     assert_rejects(check_involution_offsets, lambda x, k, s, p, d: involution_edu.functional.involution_unfold(x, k, s, p, d),
-                   capsys, "your function calls", "involution_unfold")
+                   capsys, "your function call", "involution_unfold")
 
 
 def test_offsets_refuse_a_shortcut_inside_a_helper(capsys):
@@ -252,7 +252,7 @@ def test_offsets_refuse_a_shortcut_inside_a_helper(capsys):
         return torch.from_numpy(involution_loops(x.numpy(), k.numpy(), s, p, d))
 
     assert_rejects(check_involution_offsets, lambda x, k, s, p, d: helper(x, k, s, p, d), capsys,
-                   "your function calls", "involution_loops")
+                   "your function call", "involution_loops")
 
 
 def test_offsets_refuse_tensor_unfold_and_as_strided(capsys):
@@ -262,8 +262,8 @@ def test_offsets_refuse_tensor_unfold_and_as_strided(capsys):
     def with_as_strided(x, kernels, stride, padding, dilation):
         return x.as_strided((1,), (1,))
 
-    assert_rejects(check_involution_offsets, with_tensor_unfold, capsys, "your function calls", "unfold")
-    assert_rejects(check_involution_offsets, with_as_strided, capsys, "your function calls", "as_strided")
+    assert_rejects(check_involution_offsets, with_tensor_unfold, capsys, "your function call", "unfold")
+    assert_rejects(check_involution_offsets, with_as_strided, capsys, "your function call", "as_strided")
 
 
 def test_offsets_never_raise():
@@ -372,7 +372,7 @@ def test_backward_refuses_dot_backward(capsys):
         involution_offsets(x, kernels, stride, padding, dilation).backward(grad_out)
         return x.grad, kernels.grad
 
-    assert_rejects(check_involution_backward, shortcut, capsys, "your function calls", ".backward")
+    assert_rejects(check_involution_backward, shortcut, capsys, "your function call", ".backward")
 
 
 def test_backward_refuses_an_alias_of_autograd_grad(capsys):
@@ -382,7 +382,7 @@ def test_backward_refuses_an_alias_of_autograd_grad(capsys):
         x, kernels = x.clone().requires_grad_(), kernels.clone().requires_grad_()
         return derivative(involution_offsets(x, kernels, stride, padding, dilation), (x, kernels), grad_out)
 
-    assert_rejects(check_involution_backward, shortcut, capsys, "your function calls")
+    assert_rejects(check_involution_backward, shortcut, capsys, "your function call")
 
 
 def test_backward_refuses_an_attribute_path_to_torch_func(capsys):
@@ -390,7 +390,7 @@ def test_backward_refuses_an_attribute_path_to_torch_func(capsys):
         _, vjp = torch.func.vjp(lambda a, b: involution_offsets(a, b, stride, padding, dilation), x, kernels)
         return vjp(grad_out)
 
-    assert_rejects(check_involution_backward, shortcut, capsys, "your function calls", "vjp")
+    assert_rejects(check_involution_backward, shortcut, capsys, "your function call", "vjp")
 
 
 def test_backward_refuses_the_library_inside_a_helper_and_fold(capsys):
@@ -407,8 +407,8 @@ def test_backward_refuses_the_library_inside_a_helper_and_fold(capsys):
         F.fold(grad_out, (1, 1), 1)
         return involution_backward(x, kernels, grad_out, stride, padding, dilation)
 
-    assert_rejects(check_involution_backward, shortcut, capsys, "your function calls", "involution_unfold")
-    assert_rejects(check_involution_backward, with_fold, capsys, "your function calls", "fold")
+    assert_rejects(check_involution_backward, shortcut, capsys, "your function call", "involution_unfold")
+    assert_rejects(check_involution_backward, with_fold, capsys, "your function call", "fold")
 
 
 def test_backward_never_raises():
