@@ -327,52 +327,10 @@ def test_kernel_ratio_accepts_about_three(capsys):
 # ------------------------------------------------------------------------------ harness helpers
 # tests/checker_harness.py provides these (FRAMEWORK_API.md); the local versions below are used only where the
 # harness does not have them yet, and do the same.
-import importlib.util as _importlib_util
-import uuid as _uuid
-
-import checker_harness as _harness
-from involution_edu.exercises.framework import short_time_limits as _short_time_limits
 
 
-def _exec_route(source, name, extra_globals=None):
-    namespace = dict(extra_globals or {})
-    exec(compile(source, "<string>", "exec"), namespace)  # noqa: S102 - the route under test
-    return namespace[name]
 
-
-def _module_route(tmp_path, source, name):
-    module_name = f"learner_helper_{_uuid.uuid4().hex[:8]}"
-    path = tmp_path / f"{module_name}.py"
-    path.write_text(source)
-    spec = _importlib_util.spec_from_file_location(module_name, path)
-    module = _importlib_util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)
-
-
-def _assert_times_out(checker, candidate, capsys):
-    with _short_time_limits(case=0.5, total=2.0):
-        result = checker(candidate)
-    out = capsys.readouterr().out
-    assert not result, out
-    assert "ran for more than" in out, out
-    return out
-
-
-def _assert_names_side_effect(checker, candidate, capsys, *needles):
-    result = checker(candidate)
-    out = capsys.readouterr().out
-    assert not result, out
-    assert "changed its input" in out, out
-    for needle in needles:
-        assert needle in out, (needle, out)
-    return out
-
-
-exec_route = getattr(_harness, "exec_route", _exec_route)
-module_route = getattr(_harness, "module_route", _module_route)
-assert_times_out = getattr(_harness, "assert_times_out", _assert_times_out)
-assert_names_side_effect = getattr(_harness, "assert_names_side_effect", _assert_names_side_effect)
+from checker_harness import assert_names_side_effect, assert_times_out, exec_route, module_route  # noqa: E402
 
 
 def endless(*args, **kwargs):

@@ -25,8 +25,7 @@ by default) and draws hidden cases at random on every call (``random_cases``).
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List
 
 import numpy as np
 import torch
@@ -35,8 +34,7 @@ import torch.nn.utils.fusion
 
 from .. import data as _data
 from ..module import Involution
-from . import framework
-from .framework import Case, Question, run_cases
+from .framework import Case, Question, Rule, run_cases
 
 __all__ = [
     "QUESTIONS",
@@ -46,22 +44,6 @@ __all__ = [
     "bn_tensors",
     "seeded_involution",
 ]
-
-
-def _check(title: str, candidate: Callable[..., object], cases: Sequence[Case], *, what: str,
-           families: Sequence[str] = (), forbid: Sequence[Any] = (), allow: Sequence[Any] = (),
-           random_cases: Optional[Callable[[np.random.Generator], Sequence[Case]]] = None,
-           fallback: Sequence[Any] = ()):
-    """``run_cases`` with this exercise's :class:`~involution_edu.exercises.framework.Rule` (run-time guard)
-    and hidden random cases; with a framework that has no ``Rule`` yet, the old name guard (``fallback``)."""
-    rule_class = getattr(framework, "Rule", None)
-    if rule_class is not None and "rule" in inspect.signature(run_cases).parameters:
-        rule = rule_class(what=what, forbid=tuple(forbid), families=tuple(families), allow=tuple(allow))
-        return run_cases(title, candidate, cases, rule=rule, random_cases=random_cases)
-    if random_cases is not None:
-        cases = list(cases) + list(random_cases(np.random.default_rng()))
-    names = tuple(item for item in forbid if not isinstance(item, str))  # dotted names: the Rule's only
-    return run_cases(title, candidate, cases, forbidden=tuple(fallback) + names, what=what)
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,9 +107,8 @@ def check_bilateral_kernels(bilateral_kernels_student: Callable[..., object]) ->
     ]
     cases = [_bilateral_case(name, why, _test_image(generator, batch, channels, height, width), k, s, r)
              for name, why, batch, channels, height, width, k, s, r in table]
-    return _check("bilateral_kernels_student", bilateral_kernels_student, cases, what="the bilateral kernels",
-                  random_cases=_random_bilateral_cases,
-                  fallback=(_data.bilateral_kernels, _data.bilateral_filter, ".bilateral_kernels", ".bilateral_filter"))
+    return run_cases("bilateral_kernels_student", bilateral_kernels_student, cases,
+                     rule=Rule(what="the bilateral kernels"), random_cases=_random_bilateral_cases)
 
 
 def _bilateral_case(name: str, why: str, image: torch.Tensor, k: int, s: float, r: float) -> Case:
@@ -212,8 +193,8 @@ def check_paper_span_from_keras(paper_span_from_keras: Callable[..., object]) ->
         ("G=2, K=7, 8 hidden", "the paper's K = 7", 2, 7, 8),
     ]
     cases = [_span_case(name, why, generator, groups, k, hidden) for name, why, groups, k, hidden in table]
-    return _check("paper_span_from_keras", paper_span_from_keras, cases, what="the reordering of the span rows",
-                  random_cases=_random_span_cases)
+    return run_cases("paper_span_from_keras", paper_span_from_keras, cases,
+                     rule=Rule(what="the reordering of the span rows"), random_cases=_random_span_cases)
 
 
 def _span_case(name: str, why: str, generator: torch.Generator, groups: int, k: int, hidden: int) -> Case:
@@ -364,10 +345,9 @@ def check_fold_batchnorm(fold_batchnorm: Callable[..., object]):
         ("16 hidden from 64 channels", "RedNet's stage-1 generator: C = 64, r = 4", 16, 64, 1e-5),
     ]
     cases = [_fold_case(name, why, generator, hidden, channels, eps) for name, why, hidden, channels, eps in table]
-    return _check("fold_batchnorm", fold_batchnorm, cases, what="the folding of BatchNorm into the weights",
-                  forbid=_FUSION, random_cases=_random_fold_cases,
-                  fallback=(torch.nn.utils.fusion.fuse_conv_bn_weights, torch.nn.utils.fusion.fuse_conv_bn_eval,
-                            ".fuse_conv_bn_weights", ".fuse_conv_bn_eval", Involution))
+    return run_cases("fold_batchnorm", fold_batchnorm, cases,
+                     rule=Rule(what="the folding of BatchNorm into the weights", forbid=_FUSION),
+                     random_cases=_random_fold_cases)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,18 +23,15 @@ Questions (``QUESTIONS``): ``speedup_size``, ``stem_vs_stage1``, ``suspect_group
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import functional, reference, shapes
-from ..module import Involution
-from . import framework
+from .. import reference, shapes
 from .cases import random_involution_inputs
-from .framework import Case, Question, run_cases
+from .framework import Case, Question, Rule, run_cases
 
 __all__ = [
     "check_involution_unfold",
@@ -55,27 +52,6 @@ def _add_mistake(mistakes: list, expected: object, wrong: object, message: str) 
             return
     mistakes.append((wrong, message))
 
-
-def _check(title: str, candidate: Callable[..., object], cases: Sequence[Case], *, what: str,
-           families: Sequence[str] = (), forbid: Sequence[Any] = (), allow: Sequence[Any] = (),
-           random_cases: Optional[Callable[[np.random.Generator], Sequence[Case]]] = None,
-           fallback: Sequence[Any] = ()):
-    """``run_cases`` with this exercise's :class:`~involution_edu.exercises.framework.Rule` (run-time guard)
-    and hidden random cases; with a framework that has no ``Rule`` yet, the old name guard (``fallback``)."""
-    rule_class = getattr(framework, "Rule", None)
-    if rule_class is not None and "rule" in inspect.signature(run_cases).parameters:
-        rule = rule_class(what=what, forbid=tuple(forbid), families=tuple(families), allow=tuple(allow))
-        return run_cases(title, candidate, cases, rule=rule, random_cases=random_cases)
-    if random_cases is not None:
-        cases = list(cases) + list(random_cases(np.random.default_rng()))
-    names = tuple(item for item in forbid if not isinstance(item, str))  # dotted names: the Rule's only
-    return run_cases(title, candidate, cases, forbidden=tuple(fallback) + names, what=what)
-
-
-_LIBRARY_OPERATORS = (
-    reference.involution_loops, reference.involution_numpy, functional.involution_unfold, functional.involution,
-    Involution, ".involution_loops", ".involution_numpy", ".involution_unfold", ".involution",
-)
 
 # (name, why, batch, channels, height, width, kernel_size, stride, padding, dilation, groups)
 _GEOMETRIES = [
@@ -167,8 +143,8 @@ def check_involution_unfold(involution_unfold_student: Callable[..., object]) ->
     cases.append(Case("8 channels in 4 groups, called with defaults", (x, kernels), expected,
                       "channel c uses group c // (C // G): contiguous blocks of channels share a kernel",
                       rtol=1e-9, atol=1e-10, mistakes=mistakes))
-    return _check("involution_unfold_student", involution_unfold_student, cases, what="the unfold formulation",
-                  families=("involution",), random_cases=_random_unfold_cases, fallback=_LIBRARY_OPERATORS)
+    return run_cases("involution_unfold_student", involution_unfold_student, cases,
+                     rule=Rule(what="the unfold formulation", families=("involution",)), random_cases=_random_unfold_cases)
 
 
 def _random_unfold_cases(rng: np.random.Generator) -> List[Case]:
@@ -348,10 +324,9 @@ def check_unfold_total_bytes(unfold_total_bytes: Callable[..., object]) -> bool:
          [(32, 112, 112, 3, 1)] + rednet50[1:], 8, 4),
     ]
     cases = [_total_case(name, why, layers, batch, nbytes) for name, why, layers, batch, nbytes in table]
-    return _check("unfold_total_bytes", unfold_total_bytes, cases, what="the memory count (without building the tensors)",
-                  families=("unfold", "convolution", "involution"), allow=(shapes.output_size, shapes.default_padding),
-                  random_cases=_random_total_cases,
-                  fallback=(unfold_total_bytes_reference, F.unfold, ".unfold"))
+    rule = Rule(what="the memory count (without building the tensors)", families=("unfold", "convolution", "involution"),
+                allow=(shapes.output_size, shapes.default_padding))
+    return run_cases("unfold_total_bytes", unfold_total_bytes, cases, rule=rule, random_cases=_random_total_cases)
 
 
 _TOTAL_MISTAKES = [
