@@ -33,7 +33,7 @@ from ..functional import involution, involution_unfold
 from ..module import ConvNormAct, Involution, stride_pool
 from ..reference import involution_loops
 from ..shapes import default_padding, output_size
-from .framework import Case, Question, run_cases
+from .framework import Case, Question, Rule, run_cases
 
 __all__ = [
     "QUESTIONS",
@@ -47,13 +47,8 @@ __all__ = [
 
 def _run(title: str, candidate: Callable[..., object], cases: Sequence[Case], *, what: str,
          forbid: Sequence[object] = (), families: Sequence[str] = (), allow: Sequence[object] = (),
-         random_cases: Optional[Callable[[np.random.Generator], Sequence[Case]]] = None,
-         legacy_forbidden: Sequence[object] = ()):
+         random_cases: Optional[Callable[[np.random.Generator], Sequence[Case]]] = None):
     """``run_cases`` with this exercise's rule (run-time guard) and hidden random cases."""
-    try:
-        from .framework import Rule
-    except ImportError:  # the framework before the run-time guard: names only, fixed cases only
-        return run_cases(title, candidate, cases, forbidden=list(legacy_forbidden) or list(forbid), what=what)
     rule = Rule(what=what, forbid=tuple(forbid), families=tuple(families), allow=tuple(allow))
     return run_cases(title, candidate, cases, rule=rule, random_cases=random_cases)
 
@@ -152,8 +147,7 @@ def check_involution_madds(involution_madds: Callable[..., object]):
     ]
     cases = [_madds_case(*row) for row in table]
     return _run("involution_madds", involution_madds, cases, what="the multiply-add count", families=["torch"],
-                forbid=[involution_madds_reference, count_flops], random_cases=_random_madds,
-                legacy_forbidden=(involution_madds_reference, count_flops, ".count_flops", ".involution_madds_reference"))
+                forbid=[involution_madds_reference, count_flops], random_cases=_random_madds)
 
 
 def seeded_module(
@@ -340,10 +334,7 @@ def check_fixed_involution(fixed_involution: Callable[..., object]):
         forbid.append(Involution.reduced_features)
     return _run("fixed_involution", _without_grad(fixed_involution), cases, what="the fixed forward pass",
                 forbid=forbid, families=["involution"], allow=[stride_pool, ConvNormAct.forward, broken_involution],
-                random_cases=_random_fixed,
-                legacy_forbidden=(Involution.forward, Involution.generate_kernels, involution, involution_unfold,
-                                  involution_loops, ".generate_kernels", ".forward", ".involution_unfold",
-                                  ".involution_loops"))
+                random_cases=_random_fixed)
 
 
 def _without_grad(function: Callable[..., object]) -> Callable[..., object]:

@@ -34,20 +34,15 @@ import torch.nn as nn
 from ..counting import count_parameters
 from ..rednet import InvolutionBottleneck, RedNet, load_checkpoint, rednet
 from ..resnet import EXPANSION, STAGE_BLOCKS, STAGE_PLANES, STAGE_STRIDES, make_res_layer
-from .framework import Case, Question, run_cases
+from .framework import Case, Question, Rule, run_cases
 
 __all__ = ["check_bottleneck_params", "check_stage_shapes", "check_identify_checkpoint", "QUESTIONS"]
 
 
 def _run(title: str, candidate: Callable[..., object], cases: Sequence[Case], *, what: str,
          forbid: Sequence[object] = (), families: Sequence[str] = (), allow: Sequence[object] = (),
-         random_cases: Callable[[np.random.Generator], Sequence[Case]] | None = None,
-         legacy_forbidden: Sequence[object] = ()):
+         random_cases: Callable[[np.random.Generator], Sequence[Case]] | None = None):
     """``run_cases`` with this exercise's rule (run-time guard) and hidden random cases."""
-    try:
-        from .framework import Rule
-    except ImportError:  # the framework before the run-time guard: names only, fixed cases only
-        return run_cases(title, candidate, cases, forbidden=list(legacy_forbidden) or list(forbid), what=what)
     rule = Rule(what=what, forbid=tuple(forbid), families=tuple(families), allow=tuple(allow))
     return run_cases(title, candidate, cases, rule=rule, random_cases=random_cases)
 
@@ -148,9 +143,7 @@ def check_bottleneck_params(bottleneck_params: Callable[[int, int, int], object]
     ]
     cases = [_bottleneck_case(name, args, why) for name, args, why in table]
     return _run("bottleneck_params", bottleneck_params, cases, what="the count from the layer shapes",
-                families=["torch"], random_cases=_random_bottlenecks,
-                legacy_forbidden=[count_parameters, InvolutionBottleneck, make_res_layer, ".numel", ".parameters",
-                                  ".named_parameters", ".state_dict"])
+                families=["torch"], random_cases=_random_bottlenecks)
 
 
 # ----------------------------------------------------------------------------- stage_shapes
@@ -249,7 +242,7 @@ def check_stage_shapes(stage_shapes: Callable[..., object]):
     ]
     cases = [_stage_case(*row) for row in table]
     return _run("stage_shapes", stage_shapes, cases, what="the size arithmetic", families=["torch"],
-                random_cases=_random_stage_shapes, legacy_forbidden=[RedNet, ".forward_stages"])
+                random_cases=_random_stage_shapes)
 
 
 # ----------------------------------------------------------------------------- identify_checkpoint
@@ -350,9 +343,7 @@ def check_identify_checkpoint(identify_checkpoint: Callable[[Dict[str, torch.Ten
     cases = [_checkpoint_case(*row) for row in table]
     return _run("identify_checkpoint", identify_checkpoint, cases, what="the reading of names and shapes",
                 forbid=["torch.nn.Module.load_state_dict", load_checkpoint, rednet, RedNet],
-                random_cases=_random_checkpoints,
-                legacy_forbidden=[load_checkpoint, rednet, RedNet, ".load_state_dict", "involution_edu.rednet.rednet26",
-                                  "involution_edu.rednet.rednet50"])
+                random_cases=_random_checkpoints)
 
 
 # ----------------------------------------------------------------------------- questions

@@ -23,9 +23,7 @@ Questions (``QUESTIONS``): ``channel_mixing``, ``eval_bug``, ``momentum_step``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
-import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -37,30 +35,18 @@ from ..training import confusion_matrix as _confusion_matrix_library
 from ..training import eval_mode as _eval_mode_library
 from ..training import evaluate as _evaluate_library
 from . import framework as _framework
-from .framework import Case, Question, run_cases
+from .framework import Case, Question, Rule, run_cases
 
-try:  # the run-time guard of issue 15; a framework without it scans names instead
-    from .framework import Rule as _Rule
-except ImportError:  # pragma: no cover - depends on the framework's version
-    _Rule = None
 
 __all__ = ["check_confusion_matrix", "check_clip_by_global_norm", "check_predict", "QUESTIONS"]
 
 #: Hidden cases drawn at random after the named ones, on every call.
 RANDOM_CASES = 3
-_CASE_FIELDS = {f.name for f in dataclasses.fields(Case)}
-
-
-def _rng() -> np.random.Generator:
-    """A fresh generator per call; ``INVOLUTION_EDU_CHECK_SEED`` fixes it (for tests)."""
-    seed = os.environ.get("INVOLUTION_EDU_CHECK_SEED", "").strip()
-    return np.random.default_rng(int(seed) if seed.lstrip("-").isdigit() else None)
 
 
 def _case(name: str, args: tuple, expected: Any, why: str, *, rtol: float, atol: float,
           mistakes: list, check_inputs: bool = True) -> Case:
-    extra = {} if check_inputs or "check_inputs" not in _CASE_FIELDS else {"check_inputs": False}
-    return Case(name, args, expected, why, rtol=rtol, atol=atol, mistakes=mistakes, **extra)
+    return Case(name, args, expected, why, rtol=rtol, atol=atol, mistakes=mistakes, check_inputs=check_inputs)
 
 
 # ----------------------------------------------------------------------------- side effects
@@ -156,17 +142,11 @@ def _judge(
     batch norm, a frozen layer), are used instead. The verdict line is printed only once the
     whole check is decided, and the session is repaired (grad mode, default dtype) whatever the
     learner's function did to it."""
-    if _Rule is not None:
-        rule = _Rule(what=what, forbid=list(forbid), families=list(families))
-        all_cases = list(cases)
-        framework_checks = check_inputs and not own_messages
-        call = lambda: run_cases(title, candidate, all_cases, rule=rule, random_cases=random_cases,
-                                 side_effects=framework_checks)
-    else:
-        drawn = random_cases(_rng())
-        all_cases = list(cases) + [dataclasses.replace(c, name=f"hidden random case {n}: {c.name}")
-                                   for n, c in enumerate(drawn, start=1)]
-        call = lambda: run_cases(title, candidate, all_cases, forbidden=list(forbid), what=what)
+    rule = Rule(what=what, forbid=list(forbid), families=list(families))
+    all_cases = list(cases)
+    framework_checks = check_inputs and not own_messages
+    call = lambda: run_cases(title, candidate, all_cases, rule=rule, random_cases=random_cases,
+                             side_effects=framework_checks)
     snapshots = [[_snapshot(arg) for arg in case.args] for case in all_cases] if check_inputs else []
     grad_mode, default_dtype = torch.is_grad_enabled(), torch.get_default_dtype()
     buffer = io.StringIO()
