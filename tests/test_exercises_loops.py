@@ -241,65 +241,42 @@ def test_affected_outputs_dropped_rows_read_by_none(geometry):
 
 
 # ------------------------------------------------------------------------------ compose_kernels
-def shift_local(kernels: np.ndarray, du: int, dv: int, border: str) -> np.ndarray:
-    """``moved[..., i, j] = kernels[..., i + du, j + dv]``; outside the map: 0 (or clamped / wrapped)."""
-    height, width = kernels.shape[-2:]
-    rows, cols = np.arange(height) + du, np.arange(width) + dv
-    if border == "wrap":
-        return kernels[..., rows % height, :][..., cols % width]
-    moved = kernels[..., np.clip(rows, 0, height - 1), :][..., np.clip(cols, 0, width - 1)]
-    if border == "clamp":
-        return moved
-    inside = ((rows >= 0) & (rows < height))[:, None] & ((cols >= 0) & (cols < width))[None, :]
-    return moved * inside
-
-
-def compose_local(inner: np.ndarray, outer: np.ndarray, *, inner_at_output: bool = False, border: str = "zero",
-             flip_inner: bool = False) -> np.ndarray:
-    """Kernels of one involution equal to ``inner`` then ``outer`` (stride 1, 'same' padding each).
-
-    ``inner (B, G, K1, K1, H, W)``, ``outer (B, G, K2, K2, H, W)`` -> ``(B, G, K1+K2-1, K1+K2-1, H, W)``:
-    ``out[a, e, i, j] = sum_{u2, v2} outer[u2, v2, i, j] * inner[a - u2, e - v2, i + u2 - p2, j + v2 - p2]``,
-    the inner kernel taken at the intermediate pixel the outer tap reads (zero outside the map).
-    """
+def compose_loops(inner, outer, *, inner_at_output=False, border="zero", flip_inner=False):
+    """The composition pixel by pixel; the switches give the usual slips (the inner kernel read at
+    the output pixel, a clamped or wrapped border instead of zeros, a flipped inner kernel)."""
     batch, groups, k1, _, height, width = inner.shape
     k2 = outer.shape[2]
     p2 = (k2 - 1) // 2
-    k = k1 + k2 - 1
     if flip_inner:
         inner = inner[:, :, ::-1, ::-1]
-    out = np.zeros((batch, groups, k, k, height, width))
-    for u2 in range(k2):
-        for v2 in range(k2):
-            moved = inner if inner_at_output else shift_local(inner, u2 - p2, v2 - p2, border)
-            out[:, :, u2 : u2 + k1, v2 : v2 + k1] += outer[:, :, u2, v2][:, :, None, None] * moved
-    return out
-
-
-def reads_input_local(k: int, height: int, width: int) -> np.ndarray:
-    """``(K, K, H, W)`` mask: tap ``(a, e)`` of output ``(i, j)`` reads a pixel of x (not its zero padding)."""
-    p = (k - 1) // 2
-    a, i = np.arange(k)[:, None], np.arange(height)[None, :]
-    rows = (i + a - p >= 0) & (i + a - p < height)  # (K, H)
-    e, j = np.arange(k)[:, None], np.arange(width)[None, :]
-    cols = (j + e - p >= 0) & (j + e - p < width)  # (K, W)
-    return rows[:, None, :, None] & cols[None, :, None, :]
-
-
-def compose_solution(kernels_1, kernels_2):
-    batch, groups, k1, _, height, width = kernels_1.shape
-    k2 = kernels_2.shape[2]
-    p2 = (k2 - 1) // 2
     out = np.zeros((batch, groups, k1 + k2 - 1, k1 + k2 - 1, height, width))
     for i in range(height):
         for j in range(width):
             for u2 in range(k2):
                 for v2 in range(k2):
-                    m, n = i + u2 - p2, j + v2 - p2
-                    if 0 <= m < height and 0 <= n < width:
-                        out[:, :, u2:u2 + k1, v2:v2 + k1, i, j] += (kernels_2[:, :, u2, v2, i, j][:, :, None, None]
-                                                                     * kernels_1[:, :, :, :, m, n])
+                    m, n = (i, j) if inner_at_output else (i + u2 - p2, j + v2 - p2)
+                    if border == "wrap":
+                        m, n = m % height, n % width
+                    elif border == "clamp":
+                        m, n = min(max(m, 0), height - 1), min(max(n, 0), width - 1)
+                    elif not (0 <= m < height and 0 <= n < width):
+                        continue
+                    out[:, :, u2:u2 + k1, v2:v2 + k1, i, j] += (outer[:, :, u2, v2, i, j][:, :, None, None]
+                                                                 * inner[:, :, :, :, m, n])
     return out
+
+
+def compose_solution(kernels_1, kernels_2):
+    return compose_loops(kernels_1, kernels_2)
+
+
+def reads_input_loops(k: int, height: int, width: int) -> np.ndarray:
+    """``(K, K, H, W)`` mask: tap ``(a, e)`` of output ``(i, j)`` reads a pixel of x (not its zero padding)."""
+    p = (k - 1) // 2
+    mask = np.zeros((k, k, height, width), dtype=bool)
+    for a, e, i, j in np.ndindex(k, k, height, width):
+        mask[a, e, i, j] = 0 <= i + a - p < height and 0 <= j + e - p < width
+    return mask
 
 
 def compose_by_padding(kernels_1, kernels_2):
@@ -319,7 +296,7 @@ def compose_by_padding(kernels_1, kernels_2):
 def compose_zeroing_the_padding_taps(kernels_1, kernels_2):
     """Also right: the taps that read x's zero padding set to zero (they are free)."""
     out = compose_solution(kernels_1, kernels_2)
-    return out * reads_input_local(out.shape[2], out.shape[4], out.shape[5])
+    return out * reads_input_loops(out.shape[2], out.shape[4], out.shape[5])
 
 
 @pytest.mark.parametrize("candidate", [compose_solution, compose_by_padding, compose_zeroing_the_padding_taps],
@@ -337,11 +314,10 @@ def test_compose_is_two_involutions_in_one():
         np.testing.assert_allclose(involution_loops(x, compose_solution(kernels_1, kernels_2)),
                                    involution_loops(involution_loops(x, kernels_1), kernels_2), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(compose_solution(kernels_1, kernels_2), _compose(kernels_1, kernels_2), atol=1e-12)
-        np.testing.assert_allclose(compose_local(kernels_1, kernels_2), _compose(kernels_1, kernels_2), atol=1e-12)
 
 
 def _compose_wrong(**switches):
-    return lambda a, b: compose_local(a, b, **switches)
+    return lambda a, b: compose_loops(a, b, **switches)
 
 
 @pytest.mark.parametrize("wrong, needles", [
@@ -349,7 +325,7 @@ def _compose_wrong(**switches):
     (_compose_wrong(border="clamp"), ["zero-padded"]),
     (_compose_wrong(border="wrap"), ["wrapped"]),
     (_compose_wrong(flip_inner=True), ["flipped"]),
-    (lambda a, b: compose_local(b, a), ["swapped"]),
+    (lambda a, b: compose_loops(b, a), ["swapped"]),
     (lambda a, b: a, ["shape"]),
 ], ids=["inner at the output", "clamped border", "wrapped border", "flipped", "swapped", "first kernels"])
 def test_compose_kernels_rejects_mistakes(wrong, needles, capsys):
