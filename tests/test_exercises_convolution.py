@@ -8,16 +8,14 @@ odd return values get a verdict; a table of memorised answers fails the hidden r
 
 from __future__ import annotations
 
-import importlib
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 import scipy.signal
 import torch
 import torch.nn.functional as F
-from checker_harness import assert_accepts, assert_never_raises, assert_rejects
+import checker_harness
+from checker_harness import assert_accepts, assert_never_raises, assert_rejects, module_route
 
 import involution_edu.shapes
 from involution_edu import Involution
@@ -36,22 +34,8 @@ REFUSED = "yourself"  # every refusal says "this exercise asks you to write ... 
 
 
 def exec_route(source: str, name: str, extra_globals=None):
-    """A function defined from a string with ``exec`` (a route a name scanner of the notebook cannot read)."""
-    namespace = {"np": np, "torch": torch, "F": F, "scipy": scipy}
-    namespace.update(extra_globals or {})
-    exec(textwrap.dedent(source), namespace)  # noqa: S102 - the route under test
-    return namespace[name]
-
-
-def module_route(tmp_path, source: str, name: str):
-    """A function imported from a helper module the learner wrote to a file."""
-    module_name = f"learner_helper_{abs(hash(source)) % 10**8}"
-    (tmp_path / f"{module_name}.py").write_text(textwrap.dedent(source))
-    sys.path.insert(0, str(tmp_path))
-    try:
-        return getattr(importlib.import_module(module_name), name)
-    finally:
-        sys.path.remove(str(tmp_path))
+    """The harness's route, with this file's imports in the namespace."""
+    return checker_harness.exec_route(source, name, {**{"np": np, "F": F, "scipy": scipy}, **(extra_globals or {})})
 
 
 # --------------------------------------------------------------------------------- conv2d_loops

@@ -8,16 +8,15 @@ run time are refused; odd return values get a verdict; memorised answers fail th
 from __future__ import annotations
 
 import copy
-import importlib
 import math
-import sys
-import textwrap
+from typing import Set, Tuple
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from checker_harness import assert_accepts, assert_never_raises, assert_rejects
+import checker_harness
+from checker_harness import assert_accepts, assert_never_raises, assert_rejects, module_route
 
 import involution_edu.reference
 from involution_edu import Involution
@@ -44,22 +43,8 @@ REFUSED = "yourself"
 
 
 def exec_route(source: str, name: str, extra_globals=None):
-    """A function defined from a string with ``exec``."""
-    namespace = {"np": np, "torch": torch, "F": F}
-    namespace.update(extra_globals or {})
-    exec(textwrap.dedent(source), namespace)  # noqa: S102 - the route under test
-    return namespace[name]
-
-
-def module_route(tmp_path, source: str, name: str):
-    """A function imported from a helper module the learner wrote to a file."""
-    module_name = f"learner_helper_{abs(hash(source)) % 10**8}"
-    (tmp_path / f"{module_name}.py").write_text(textwrap.dedent(source))
-    sys.path.insert(0, str(tmp_path))
-    try:
-        return getattr(importlib.import_module(module_name), name)
-    finally:
-        sys.path.remove(str(tmp_path))
+    """The harness's route, with this file's imports in the namespace."""
+    return checker_harness.exec_route(source, name, {**{"np": np, "F": F}, **(extra_globals or {})})
 
 
 # ---------------------------------------------------------------------------------- output_size

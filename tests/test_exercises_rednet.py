@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from checker_harness import assert_accepts, assert_never_raises, assert_rejects
+from checker_harness import assert_accepts, assert_never_raises, assert_rejects, exec_route, module_route
 
 from involution_edu.exercises.rednet import QUESTIONS, check_bottleneck_params, check_identify_checkpoint, check_stage_shapes
 
@@ -435,26 +435,10 @@ def test_most_parameters_answer_is_what_the_count_says():
 
 # ----------------------------------------------------------------------------- run-time routes, hidden cases,
 # time limits and side effects (issue 15)
-def _exec_route(source, name):
-    namespace = {}
-    exec(compile(source, "<string>", "exec"), namespace)
-    return namespace[name]
-
-
-def _module_route(tmp_path, source, name, module_name):
-    import importlib
-    import sys
-
-    (tmp_path / f"{module_name}.py").write_text(source)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        return getattr(importlib.import_module(module_name), name)
-    finally:
-        sys.path.remove(str(tmp_path))
 
 
 def test_bottleneck_params_refuses_run_time_routes(tmp_path, capsys):
-    by_name = _exec_route(
+    by_name = exec_route(
         "import importlib\n"
         "def count(in_channels, planes, stride):\n"
         "    rednet = importlib.import_module('involution_edu.red' + 'net')\n"
@@ -462,9 +446,9 @@ def test_bottleneck_params_refuses_run_time_routes(tmp_path, capsys):
         "        rednet.InvolutionBottleneck, 1, in_channels, 4 * planes, stride)\n"
         "    return sum(p.numel() for p in layer.parameters())\n", "count")
     assert_rejects(check_bottleneck_params, by_name, capsys, "asks you to write the count from the layer shapes yourself")
-    oracle = _module_route(tmp_path, "from involution_edu.exercises import rednet as r\n"
+    oracle = module_route(tmp_path, "from involution_edu.exercises import rednet as r\n"
                                      "def count(*args):\n    return getattr(r, '_bottleneck_params_' + 'expected')(*args)\n",
-                           "count", "my_count_helper")
+                          "count")
     assert_rejects(check_bottleneck_params, oracle, capsys, "yourself")
 
 
@@ -489,7 +473,7 @@ def test_stage_shapes_a_table_of_the_named_answers_fails(monkeypatch, capsys):
 
 
 def test_stage_shapes_refuses_a_run_time_route(capsys):
-    by_name = _exec_route(
+    by_name = exec_route(
         "import importlib, torch\n"
         "def shapes(height, width, stem_stride, max_pool):\n"
         "    net = getattr(importlib.import_module('involution_edu.rednet'), 'Red' + 'Net')(26)\n"
@@ -498,7 +482,7 @@ def test_stage_shapes_refuses_a_run_time_route(capsys):
 
 
 def test_identify_checkpoint_refuses_a_run_time_route(capsys):
-    by_loading = _exec_route(
+    by_loading = exec_route(
         "import importlib\n"
         "def identify(state_dict):\n"
         "    build = getattr(importlib.import_module('involution_edu.rednet'), 'red' + 'net')\n"

@@ -8,7 +8,7 @@ import torch
 import copy
 
 import torch.nn as nn
-from checker_harness import assert_accepts, assert_never_raises, assert_rejects
+from checker_harness import assert_accepts, assert_never_raises, assert_rejects, exec_route, module_route
 
 from involution_edu.exercises.training import (
     QUESTIONS,
@@ -565,18 +565,11 @@ def test_momentum_step_answer_is_what_sgd_does():
 
 # ----------------------------------------------------------------------------- run-time routes, time limits
 def _exec_route(source: str, name: str):
-    namespace = {"torch": torch, "nn": nn}
-    exec(compile(source, "<learner>", "exec"), namespace)  # noqa: S102 - the route under test
-    return namespace[name]
+    return exec_route(source, name, {"nn": nn})
 
 
-def _module_route(tmp_path, monkeypatch, source: str, name: str):
-    import importlib
-
-    (tmp_path / "learner_helpers_07.py").write_text("import torch\nimport torch.nn as nn\n" + source)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module = importlib.import_module("learner_helpers_07")
-    return getattr(importlib.reload(module), name)
+def _module_route(tmp_path, source: str, name: str):
+    return module_route(tmp_path, "import torch\nimport torch.nn as nn\n" + source, name)
 
 
 CLIP_BY_NAME = '''
@@ -619,7 +612,7 @@ def test_checkers_refuse_a_name_built_at_run_time_in_exec(checker, source, name,
     (check_predict, PREDICT_BY_NAME, "predict"),
 ])
 def test_checkers_refuse_a_helper_module_written_to_disk(checker, source, name, capsys, tmp_path, monkeypatch):
-    assert_rejects(checker, _module_route(tmp_path, monkeypatch, source, name), capsys, "yourself")
+    assert_rejects(checker, _module_route(tmp_path, source, name), capsys, "yourself")
 
 
 def test_clip_refuses_the_grad_and_value_route(capsys):
