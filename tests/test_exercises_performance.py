@@ -1,5 +1,7 @@
-"""The checkers and questions of notebook 08 accept correct solutions, reject plausible wrong ones
-naming the mistake, refuse the shortcuts, and never raise."""
+"""The checkers and questions of notebook 08 accept correct solutions and natural alternatives, reject
+plausible wrong ones naming the mistake, refuse the shortcuts (directly and by run-time routes: exec of
+a string, a name built at run time, a helper module), fail a memorised table on their random cases,
+give a time-limit verdict for an endless loop, name a side effect, and never raise."""
 
 from __future__ import annotations
 
@@ -10,8 +12,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from checker_harness import assert_accepts, assert_never_raises, assert_rejects
+from checker_harness import (
+    assert_accepts,
+    assert_names_side_effect,
+    assert_never_raises,
+    assert_rejects,
+    assert_times_out,
+    exec_route,
+    module_route,
+)
 from involution_edu.exercises.performance import (
+    OFFSETS_MEMORY_LIMIT,
     QUESTIONS,
     check_group_channels_for_intensity,
     check_involution_backward,
@@ -42,7 +53,8 @@ def brute_force_group_channels(kernel_size, target, dtype_bytes):
     return None
 
 
-def involution_offsets(x, kernels, stride, padding, dilation, group_of=None):
+def involution_offsets_padded(x, kernels, stride, padding, dilation):
+    """The offset loop over a padded copy of x (F.pad): right values, but the exercise forbids the copy."""
     b, c, _, _ = x.shape
     g, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
     xp = F.pad(x, (padding,) * 4).view(b, g, c // g, x.shape[2] + 2 * padding, x.shape[3] + 2 * padding)
@@ -53,6 +65,48 @@ def involution_offsets(x, kernels, stride, padding, dilation, group_of=None):
                       v * dilation : v * dilation + (out_w - 1) * stride + 1 : stride]
             out += kernels[:, :, u, v].unsqueeze(2) * view
     return out.reshape(b, c, out_h, out_w)
+
+
+def _block(offset, size, out_size, stride):
+    """Outputs i with 0 <= i*stride + offset < size, and the slice of x they read."""
+    first = max(0, -(offset // stride))  # ceil(-offset / stride)
+    last = min(out_size, (size - 1 - offset) // stride + 1)
+    return first, last, slice(first * stride + offset, (last - 1) * stride + offset + 1, stride)
+
+
+def involution_offsets(x, kernels, stride, padding, dilation):
+    """The solution: each tap adds into the block of outputs whose pixels lie inside x; no padded copy."""
+    b, c, h, w = x.shape
+    g, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
+    xg = x.reshape(b, g, c // g, h, w)
+    out = x.new_zeros(b, g, c // g, out_h, out_w)
+    for u in range(k):
+        i0, i1, rows = _block(u * dilation - padding, h, out_h, stride)
+        for v in range(k):
+            j0, j1, cols = _block(v * dilation - padding, w, out_w, stride)
+            if i1 > i0 and j1 > j0:
+                out[..., i0:i1, j0:j1] += kernels[:, :, u, v, i0:i1, j0:j1].unsqueeze(2) * xg[..., rows, cols]
+    return out.reshape(b, c, out_h, out_w)
+
+
+def involution_offsets_per_channel(x, kernels, stride, padding, dilation):
+    """A natural alternative: math.ceil for the bounds, the kernel plane repeated to the channels of its group,
+    and out = out + ... (not in place): more temporaries, still within the memory limit."""
+    b, c, h, w = x.shape
+    g, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
+    out = x.new_zeros(b, c, out_h, out_w)
+    for u in range(k):
+        for v in range(k):
+            row0, col0 = u * dilation - padding, v * dilation - padding
+            i0, i1 = max(0, math.ceil(-row0 / stride)), min(out_h, (h - 1 - row0) // stride + 1)
+            j0, j1 = max(0, math.ceil(-col0 / stride)), min(out_w, (w - 1 - col0) // stride + 1)
+            if i1 <= i0 or j1 <= j0:
+                continue
+            plane = kernels[:, :, u, v, i0:i1, j0:j1].repeat_interleave(c // g, dim=1)
+            window = x[..., i0 * stride + row0 : (i1 - 1) * stride + row0 + 1 : stride,
+                       j0 * stride + col0 : (j1 - 1) * stride + col0 + 1 : stride]
+            out[..., i0:i1, j0:j1] = out[..., i0:i1, j0:j1] + plane * window
+    return out
 
 
 def involution_backward(x, kernels, grad_out, stride, padding, dilation):
@@ -143,7 +197,7 @@ def test_intensity_rejects_a_number_for_an_unreachable_target(capsys):
         answer = _solve(k, t, b)
         return 10**6 if answer is None else answer
 
-    assert_rejects(check_group_channels_for_intensity, wrong, capsys, "unreachable", "None")
+    assert_rejects(check_group_channels_for_intensity, wrong, capsys, "no C/G reaches it", "return None")
 
 
 def test_intensity_rejects_the_unrounded_bound(capsys):
@@ -162,6 +216,79 @@ def test_intensity_rejects_a_string(capsys):
 
 def test_intensity_never_raises():
     assert_never_raises(check_group_channels_for_intensity)
+
+
+def group_channels_float(kernel_size, target, dtype_bytes):
+    """The natural float closed form (issue 15: 0.8 / 0.4 = 2.0000000000000004 must not be a trap)."""
+    k2 = kernel_size**2
+    slope = 2 * k2 - 2 * target * dtype_bytes
+    return None if slope <= 0 else max(1, math.ceil(target * dtype_bytes * k2 / slope))
+
+
+def group_channels_float_brute_force(kernel_size, target, dtype_bytes):
+    """Walk n = 1, 2, ... in floats, stop where the intensity's limit K^2 / b makes the target unreachable."""
+    if target >= kernel_size**2 / dtype_bytes:
+        return None
+    n = 1
+    while 2 * n * kernel_size**2 / ((2 * n + kernel_size**2) * dtype_bytes) < target:
+        n += 1
+    return n
+
+
+def test_intensity_accepts_the_float_closed_form_and_a_float_brute_force(capsys):
+    for seed in range(5):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("INVOLUTION_EDU_CHECK_SEED", str(seed))
+            assert_accepts(check_group_channels_for_intensity, group_channels_float, capsys)
+            assert_accepts(check_group_channels_for_intensity, group_channels_float_brute_force, capsys)
+
+
+def test_intensity_random_cases_fail_a_memorised_table(capsys):
+    from involution_edu.exercises.performance import _INTENSITY_CASES
+
+    table = {(k, float(t), b): group_channels_for_intensity(k, float(t), b) for _, _, k, t, b in _INTENSITY_CASES}
+    out = assert_rejects(check_group_channels_for_intensity, lambda k, t, b: table.get((k, t, b), 1), capsys,
+                         "a random case failed", "with inputs")
+    assert "replay it with INVOLUTION_EDU_CHECK_SEED" in out
+
+
+@pytest.mark.parametrize("source", [
+    "def f(k, t, b):\n    import involution_edu.exercises.performance as m\n"
+    "    return getattr(m, '_smallest_' + 'group_channels')(k, __import__('fractions').Fraction(t), b)",
+    "def f(k, t, b):\n    from involution_edu.roofline import involution_intensity as i\n    n = 1\n"
+    "    while i(1, n, 8, 8, k, 1, dtype_bytes=b) < t:\n        n += 1\n    return n",
+])
+def test_intensity_refuses_the_oracles_by_run_time_routes(source, capsys, tmp_path):
+    assert_rejects(check_group_channels_for_intensity, exec_route(source, "f"), capsys, "your function call")
+    assert_rejects(check_group_channels_for_intensity, module_route(tmp_path, source, "f"), capsys,
+                   "your function call")
+
+
+def test_intensity_refuses_the_exact_oracle_directly(capsys):
+    def shortcut(k, t, b):
+        n = 1
+        while intensity_of_group_channels(k, n, b) < Fraction(t):
+            n += 1
+        return n
+
+    assert_rejects(check_group_channels_for_intensity, shortcut, capsys, "your function call",
+                   "intensity_of_group_channels")
+
+
+def test_intensity_time_limit(capsys):
+    assert_times_out(check_group_channels_for_intensity,
+                     exec_route("def f(k, t, b):\n    n = 1\n    while True:\n        n + 1", "f"), capsys)
+
+
+def test_intensity_names_a_leaked_grad_mode(capsys):
+    def leaks(k, t, b):
+        torch.set_grad_enabled(False)  # meant as `with torch.no_grad():`
+        return group_channels_for_intensity(k, t, b)
+
+    try:
+        assert_names_side_effect(check_group_channels_for_intensity, leaks, capsys, "autograd was left switched off")
+    finally:
+        torch.set_grad_enabled(True)
 
 
 # --- exercise 2: the offset loop ----------------------------------------------------------------
@@ -201,14 +328,16 @@ def test_offsets_reject_ignoring_the_stride(capsys):
 
 def test_offsets_reject_assigning_instead_of_adding(capsys):
     def wrong(x, kernels, stride, padding, dilation):
-        b, c, _, _ = x.shape
+        b, c, h, w = x.shape
         g, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
-        xp = F.pad(x, (padding,) * 4).view(b, g, c // g, x.shape[2] + 2 * padding, x.shape[3] + 2 * padding)
+        xg = x.reshape(b, g, c // g, h, w)
         out = x.new_zeros(b, g, c // g, out_h, out_w)
         for u in range(k):
+            i0, i1, rows = _block(u * dilation - padding, h, out_h, stride)
             for v in range(k):
-                out = kernels[:, :, u, v].unsqueeze(2) * xp[..., u * dilation : u * dilation + (out_h - 1) * stride + 1 : stride,
-                                                            v * dilation : v * dilation + (out_w - 1) * stride + 1 : stride]
+                j0, j1, cols = _block(v * dilation - padding, w, out_w, stride)
+                if i1 > i0 and j1 > j0:  # = instead of +=: the last tap overwrites the others
+                    out[..., i0:i1, j0:j1] = kernels[:, :, u, v, i0:i1, j0:j1].unsqueeze(2) * xg[..., rows, cols]
         return out.reshape(b, c, out_h, out_w)
 
     assert_rejects(check_involution_offsets, wrong, capsys, "wrong values")
@@ -268,6 +397,75 @@ def test_offsets_refuse_tensor_unfold_and_as_strided(capsys):
 
 def test_offsets_never_raise():
     assert_never_raises(check_involution_offsets)
+
+
+def test_offsets_accept_a_natural_alternative(capsys):
+    assert_accepts(check_involution_offsets, involution_offsets_per_channel, capsys)
+
+
+def test_offsets_refuse_the_padding_function(capsys):
+    assert_rejects(check_involution_offsets, involution_offsets_padded, capsys, "your function call",
+                   "with no padded copy of x", "pad")
+
+
+def padded_by_hand(x, kernels, stride, padding, dilation):
+    """A padded copy built without a padding function: the memory measurement catches it."""
+    b, c, h, w = x.shape
+    xp = x.new_zeros(b, c, h + 2 * padding, w + 2 * padding)
+    xp[..., padding : padding + h, padding : padding + w] = x
+    g, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
+    xp = xp.view(b, g, c // g, h + 2 * padding, w + 2 * padding)
+    out = x.new_zeros(b, g, c // g, out_h, out_w)
+    for u in range(k):
+        for v in range(k):
+            out += kernels[:, :, u, v].unsqueeze(2) * xp[..., u * dilation : u * dilation + (out_h - 1) * stride + 1 : stride,
+                                                         v * dilation : v * dilation + (out_w - 1) * stride + 1 : stride]
+    return out.reshape(b, c, out_h, out_w)
+
+
+def kernels_for_every_channel(x, kernels, stride, padding, dilation):
+    """The kernels expanded to all C channels at once (K*K x the output), then the no-padding loop."""
+    b, c = x.shape[:2]
+    g, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
+    every = kernels.repeat_interleave(c // g, dim=1).reshape(b, c, 1, k, k, out_h, out_w).transpose(1, 2)
+    return involution_offsets(x, every.reshape(b, c, k, k, out_h, out_w), stride, padding, dilation)
+
+
+def test_offsets_measure_the_memory_of_a_padded_copy(capsys):
+    out = assert_rejects(check_involution_offsets, padded_by_hand, capsys, "the values are right",
+                         "padded copy of x alone", f"the limit is {OFFSETS_MEMORY_LIMIT:g}")
+    assert "✓" not in out
+    assert_rejects(check_involution_offsets, kernels_for_every_channel, capsys, "the values are right",
+                   "kernels expanded to every channel")
+
+
+@pytest.mark.parametrize("source, needle", [
+    ("def f(x, k, s, p, d):\n    import torch.nn.functional as F\n    b, c = x.shape[:2]\n"
+     "    g, K, oh, ow = k.shape[1], k.shape[2], k.shape[4], k.shape[5]\n"
+     "    win = getattr(F, 'un' + 'fold')(x, K, dilation=d, padding=p, stride=s).view(b, g, c // g, K * K, oh, ow)\n"
+     "    return (k.reshape(b, g, 1, K * K, oh, ow) * win).sum(3).reshape(b, c, oh, ow)", "unfold"),
+    ("def f(x, k, s, p, d):\n    import importlib\n    m = importlib.import_module('involution_edu.' + 'functional')\n"
+     "    return m.involution_unfold(x, k, s, p, d)", "involution"),
+    ("def f(x, k, s, p, d):\n    import torch\n    torch.ops.aten.constant_pad_nd(x, [p] * 4)\n"
+     "    import involution_edu\n    return involution_edu.involution(x, k, s, p, d)", "pad"),
+])
+def test_offsets_refuse_run_time_routes(source, needle, capsys, tmp_path):
+    assert_rejects(check_involution_offsets, exec_route(source, "f"), capsys, "your function call", needle)
+    assert_rejects(check_involution_offsets, module_route(tmp_path, source, "f"), capsys, "your function call", needle)
+
+
+def test_offsets_time_limit(capsys):
+    assert_times_out(check_involution_offsets, exec_route("def f(*a):\n    k = 0\n    while k < 10:\n        k + 2", "f"),
+                     capsys)
+
+
+def test_offsets_name_a_side_effect(capsys):
+    def zeroes_the_corner(x, kernels, stride, padding, dilation):
+        out = involution_offsets(x, kernels, stride, padding, dilation)
+        x[..., 0, 0] = 0.0  # "cleans up" the caller's tensor
+        return out
+
+    assert_names_side_effect(check_involution_offsets, zeroes_the_corner, capsys, "x")
 
 
 # --- exercise 3: the backward pass ----------------------------------------------------------
@@ -414,6 +612,60 @@ def test_backward_refuses_the_library_inside_a_helper_and_fold(capsys):
 def test_backward_never_raises():
     assert_never_raises(check_involution_backward)
     assert_never_raises(check_involution_backward, make_candidate=lambda value: (lambda *a: (value, value)))
+
+
+@pytest.mark.parametrize("source, needle", [
+    ("def f(x, k, g, s, p, d):\n    import torch, involution_edu.exercises.performance as m\n"
+     "    return getattr(m, 'involution_backward_' + 'reference')(x, k, g, s, p, d)", "involution_backward_reference"),
+    ("def f(x, k, g, s, p, d):\n    import torch\n    from involution_edu import involution\n"
+     "    x, k = x.clone().requires_grad_(), k.clone().requires_grad_()\n"
+     "    grad = getattr(torch.autograd, 'gr' + 'ad')\n"
+     "    return grad(involution(x, k, s, p, d, backend='eager'), (x, k), g)", "involution"),
+    ("def f(x, k, g, s, p, d):\n    import torch\n    x, k = x.clone().requires_grad_(), k.clone().requires_grad_()\n"
+     "    y = (x.sum() * k.sum())\n    getattr(y, 'back' + 'ward')()\n    return x.grad, k.grad", "backward"),
+])
+def test_backward_refuses_run_time_routes(source, needle, capsys, tmp_path):
+    assert_rejects(check_involution_backward, exec_route(source, "f"), capsys, "your function call", needle)
+    assert_rejects(check_involution_backward, module_route(tmp_path, source, "f"), capsys, "your function call",
+                   needle)
+
+
+def test_backward_refuses_the_oracle_directly(capsys):
+    assert_rejects(check_involution_backward, involution_backward_reference, capsys, "your function is",
+                   "involution_backward_reference")
+    from involution_edu.functional import involution_unfold
+
+    assert_rejects(check_involution_offsets, involution_unfold, capsys, "your function is", "involution_unfold")
+
+
+def test_backward_random_cases_fail_a_memorised_table(capsys):
+    from involution_edu.exercises.performance import _BACKWARD_CASES, _backward_case
+
+    table = {}
+    for seed, (name, why, *rest) in enumerate(_BACKWARD_CASES):
+        case = _backward_case(name, why, seed, *rest)
+        table[tuple(case.args[0].shape) + tuple(case.args[3:])] = case.expected
+
+    def memorised(x, kernels, grad_out, stride, padding, dilation):
+        answer = table.get(tuple(x.shape) + (stride, padding, dilation))
+        if answer is None:
+            return torch.zeros_like(x), torch.zeros_like(kernels)
+        return torch.from_numpy(answer[0]), torch.from_numpy(answer[1])
+
+    assert_rejects(check_involution_backward, memorised, capsys, "a random case failed")
+
+
+def test_backward_time_limit(capsys):
+    assert_times_out(check_involution_backward, exec_route("def f(*a):\n    while True:\n        pass", "f"), capsys)
+
+
+def test_backward_names_a_side_effect(capsys):
+    def reuses_grad_out(x, kernels, grad_out, stride, padding, dilation):
+        gx, gk = involution_backward(x, kernels, grad_out, stride, padding, dilation)
+        grad_out.zero_()  # "frees" the caller's gradient
+        return gx, gk
+
+    assert_names_side_effect(check_involution_backward, reuses_grad_out, capsys, "grad_out")
 
 
 # --- questions ------------------------------------------------------------------------------
