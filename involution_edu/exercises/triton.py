@@ -1,58 +1,345 @@
-"""Checker and questions for notebook 10 (involution on the GPU with Triton).
+"""Checkers and questions for notebook 10 (involution on the GPU with Triton).
 
-Exercise checked here::
+Exercises checked here::
 
-    involution_forward_student  a @triton.jit kernel with the signature
+    involution_triton(x, kernels, stride=1, padding=0, dilation=1) -> out
+        the learner's Python wrapper around the notebook's forward kernel ``involution_forward``:
+        contiguous inputs, the output allocated, BLOCK_C and BLOCK_P chosen, the grid
+        (B * G, cdiv(H' * W', BLOCK_P)) computed and launched; a ValueError when a tensor has more
+        elements than the kernel's int32 offsets can reach (2**31 - 1).
+
+    involution_forward kernel   a @triton.jit kernel with the signature
         (x_ptr, k_ptr, out_ptr, C, H, W, G, CG, OUT_H, OUT_W,
          K: tl.constexpr, STRIDE: tl.constexpr, PADDING: tl.constexpr, DILATION: tl.constexpr,
          BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr)
         launched on the grid (B * G, cdiv(OUT_H * OUT_W, BLOCK_P)) with contiguous float32
-        x: (B, C, H, W), kernels: (B, G, K, K, H', W') and out: (B, C, H', W'); the learner
-        writes the body of its tap loop (input position, mask, two loads, multiply-add).
+        x: (B, C, H, W), kernels: (B, G, K, K, H', W') and out: (B, C, H', W') (the diagnosis
+        exercise: a kernel with a load whose mask is incomplete, found and fixed).
 
-    involution_grad_x_student   a @triton.jit kernel with the signature
-        (k_ptr, go_ptr, gx_ptr, C, H, W, G, CG, OUT_H, OUT_W, K, STRIDE, PADDING, DILATION,
-         BLOCK_C, BLOCK_P)   (the last six tl.constexpr)
-        launched on the grid (B * G, cdiv(H * W, BLOCK_P)): blocks of *input* pixels; the learner
-        writes the tap-loop body that gathers kernels * grad_out over the taps whose output
-        position divides by the stride.
+    involution_grad_x kernel    (k_ptr, go_ptr, gx_ptr, C, H, W, G, CG, OUT_H, OUT_W, K, STRIDE,
+        PADDING, DILATION, BLOCK_C, BLOCK_P) (the last six tl.constexpr), launched on the grid
+        (B * G, cdiv(H * W, BLOCK_P)): blocks of *input* pixels, a gather over the taps.
 
-The checkers launch the kernel (under Triton's interpreter when the kernel was defined with
-``TRITON_INTERPRET=1``, else on the GPU) and compares with the loop reference
-:func:`~involution_edu.reference.involution_loops`. Every tensor it hands over sits inside a
-buffer filled with NaN on both sides, so a load that strays outside ``x`` or the kernels shows
-up as NaN instead of reading someone else's memory, and the output starts as NaN, so a value
-the kernel forgets to write shows up too. Known wrong answers (no dilation, no stride, padding
-not subtracted, u and v swapped, a missing row or column mask, only the last tap kept) are
-computed by emulating the wrong kernel in NumPy and named when the answer matches.
+How a kernel is judged. The checker launches it (under Triton's interpreter when the kernel was
+defined with ``TRITON_INTERPRET=1``, else on the GPU) on named cases, then on hidden random cases
+(shapes, strides, dilations, groups, BLOCK_C and BLOCK_P drawn afresh for every call), and
+compares with :func:`~involution_edu.reference.involution_loops` (or autograd). Every tensor it
+hands over sits in the middle of a buffer three times its size whose two outer thirds are
+*poisoned* (NaN), and the output starts as NaN. Under the interpreter a :class:`MemoryWatch`
+also checks every load and store before it happens: a lane that the mask lets through and whose
+address lies outside its tensor is named ("a load reads past the end of x: is its mask
+missing?"), with the learner's line, even when that lane is never stored; a store outside the
+output is refused before it writes. The run-time guard (:class:`~.guard.Rule`) refuses the
+library's kernels and the checkers' oracles, however they are reached.
 
 Importing this module does not import ``triton``.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable, Dict, List, Optional
+import linecache
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..reference import involution_loops, involution_numpy
+from ..reference import involution_loops
+from ..shapes import output_size
+from . import guard as _guard
 from .cases import random_involution_inputs
-from .framework import Case, Question, describe_value, find_shortcuts, run_cases
+from .framework import Case, Question, Rule, _is_stub_raise, describe_value, find_shortcuts, run_cases
 
 __all__ = [
+    "check_involution_wrapper",
     "check_involution_forward_kernel",
     "check_involution_grad_x_kernel",
+    "diagnose_forward_kernel",
     "emulate_forward_kernel",
     "emulate_grad_x_kernel",
+    "record_accesses",
+    "MemoryWatch",
+    "StrayAccess",
+    "UnwrittenOutput",
     "BLOCK_P",
+    "INT32_LIMIT",
     "QUESTIONS",
 ]
 
-BLOCK_P = 16
-"""Pixels per program in the checker's launches: small, so every case has several pixel blocks
-and a last block that is partly masked."""
+BLOCK_P = 32
+"""Pixels per program in the checker's named cases: small, so most cases have several pixel blocks
+and a last block that is partly masked (the random cases draw 8, 16 or 32)."""
 
+INT32_LIMIT = 2**31 - 1
+"""The largest offset an int32 can hold: a tensor with more elements needs int64 offsets."""
+
+
+def _next_power_of_2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+# --- watching the interpreter's memory accesses -------------------------------------------------
+
+
+class StrayAccess(Exception):
+    """A lane of a load or store points outside its tensor; raised *before* the access happens."""
+
+
+class UnwrittenOutput(Exception):
+    """Some values of the output tensor were never stored by a Triton kernel."""
+
+
+@dataclass
+class _Region:
+    name: str
+    start: int      # address of the tensor's first byte
+    end: int        # one past its last byte
+    writable: bool  # stores may go here (the output)
+
+
+class MemoryWatch:
+    """While active, every load and store that Triton's interpreter performs goes through here.
+
+    ``regions``: the tensors a kernel may touch, as ``(name, tensor, writable)``; a lane that its
+    mask lets through and whose address is outside every region (for a store: every *writable*
+    region) raises :class:`StrayAccess` before the access, naming the tensor it strayed from and
+    the kernel's source line. ``record=True`` keeps every access in :attr:`events` as
+    ``(kind, program, addresses, mask, line)`` (kind ``"load"`` or ``"store"``). Interpreter only:
+    on a GPU nothing is watched. ``files``: the source files of the kernels whose lines to name.
+    """
+
+    def __init__(self, regions: Sequence[Tuple[str, Any, bool]] = (), record: bool = False,
+                 files: Sequence[str] = ()):
+        self.regions = [_Region(name, int(t.data_ptr()), int(t.data_ptr()) + t.numel() * t.element_size(), bool(w))
+                        for name, t, w in regions]
+        self.record = record
+        self.files = {f for f in files if f}
+        self.events: List[Tuple[str, Tuple[int, int, int], np.ndarray, np.ndarray, str]] = []
+        self._builder: Any = None
+
+    def __enter__(self) -> "MemoryWatch":
+        from triton.runtime import interpreter
+
+        self._builder = interpreter.interpreter_builder
+        self._builder.create_masked_load = self._load
+        self._builder.create_masked_store = self._store
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for name in ("create_masked_load", "create_masked_store"):
+            self._builder.__dict__.pop(name, None)
+
+    def _load(self, ptrs, mask, other, cache_modifier, eviction_policy, is_volatile):
+        self._judge("load", ptrs, mask)
+        return type(self._builder).create_masked_load(self._builder, ptrs, mask, other, cache_modifier,
+                                                      eviction_policy, is_volatile)
+
+    def _store(self, ptrs, value, mask, cache_modifier, eviction_policy):
+        self._judge("store", ptrs, mask)
+        return type(self._builder).create_masked_store(self._builder, ptrs, value, mask, cache_modifier,
+                                                       eviction_policy)
+
+    def _line(self) -> str:
+        frame = sys._getframe(2)
+        while frame is not None:
+            if frame.f_code.co_filename in self.files:
+                text = linecache.getline(frame.f_code.co_filename, frame.f_lineno, frame.f_globals).strip()
+                return text
+            frame = frame.f_back
+        return ""
+
+    def _judge(self, kind: str, ptrs: Any, mask: Any) -> None:
+        addresses = np.asarray(ptrs.data).astype(np.uint64, copy=False)
+        lanes = np.broadcast_to(np.asarray(mask.data, dtype=bool), addresses.shape)
+        if self.record:
+            self.events.append((kind, tuple(self._builder.grid_idx), addresses.copy(), lanes.copy(), self._line()))
+        if not self.regions:
+            return
+        active = addresses[lanes].astype(np.int64)
+        if active.size == 0:
+            return
+        size = max(1, ptrs.get_element_ty().primitive_bitwidth // 8)
+        targets = [r for r in self.regions if r.writable or kind == "load"]
+        valid = np.zeros(active.shape, dtype=bool)
+        for region in targets:
+            valid |= (active >= region.start) & (active + size <= region.end)
+        if valid.all():
+            return
+        address = int(active[~valid][0])
+        raise StrayAccess(self._message(kind, address))
+
+    def _message(self, kind: str, address: int) -> str:
+        line = self._line()
+        where = f" (your line: `{line}`)" if line else ""
+        inside = [r for r in self.regions if r.start <= address < r.end]
+        if kind == "store" and inside:
+            return (f"a store writes into {inside[0].name}, which is an input: a kernel stores into its output "
+                    f"only; check the store's pointer{where}")
+
+        def distance(region: _Region) -> int:
+            return region.start - address if address < region.start else address - region.end + 1
+
+        nearest = min(self.regions, key=distance)
+        verb = "a load reads" if kind == "load" else "a store writes"
+        if address < nearest.start:
+            return (f"{verb} before the start of {nearest.name}: is its mask missing, or missing a test "
+                    f"(a row, column or offset below 0)?{where}")
+        return f"{verb} past the end of {nearest.name}: is its mask missing?{where}"
+
+
+def _interpreted(kernel: Any) -> bool:
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+    except Exception:
+        return False
+    return isinstance(kernel, InterpretedFunction)
+
+
+def _kernel_file(kernel: Any) -> str:
+    code = getattr(getattr(kernel, "fn", None), "__code__", None)
+    return getattr(code, "co_filename", "") or ""
+
+
+def _launch_with(kernel: Any, grid: Tuple[int, ...], args: Sequence[Any], kwargs: Dict[str, Any],
+                 watch: Optional[MemoryWatch]) -> None:
+    """``kernel[grid](*args, **kwargs)`` (under ``watch``); the learner's own exception, not the interpreter's wrapper."""
+    try:
+        if watch is not None:
+            with watch:
+                kernel[grid](*args, **kwargs)
+        else:
+            kernel[grid](*args, **kwargs)
+    except Exception as error:
+        cause = error.__cause__
+        if cause is not None and type(error).__name__ == "InterpreterError":
+            raise cause
+        raise
+
+
+def record_accesses(kernel: Any, grid: Tuple[int, ...], *args: Any, **kwargs: Any) -> List[Tuple[str, Tuple[int, int, int], np.ndarray, np.ndarray, str]]:
+    """Launch ``kernel[grid](*args, **kwargs)`` under the interpreter and return every load and store it made.
+
+    Each event is ``(kind, program (x, y, z), addresses, mask, source line)``; subtract a tensor's
+    ``data_ptr()`` and divide by its element size to get element offsets (for the figures)."""
+    if not _interpreted(kernel):
+        raise ValueError("record_accesses needs a kernel defined under Triton's interpreter (TRITON_INTERPRET=1); "
+                         f"got {describe_value(kernel)}")
+    watch = MemoryWatch(record=True, files=[_kernel_file(kernel)])
+    _launch_with(kernel, grid, args, kwargs, watch)
+    return watch.events
+
+
+# --- launching the learner's kernel on poisoned memory ------------------------------------------
+
+
+def _guarded(array: Any, device: str, fill: Optional[np.ndarray] = None):
+    """``(buffer, view)``: a float32 copy of ``array`` in the middle third of a buffer whose outer thirds
+    are NaN (the poison)."""
+    import torch
+
+    n = int(np.prod(array.shape))
+    buffer = torch.full((3 * n,), float("nan"), dtype=torch.float32, device=device)
+    inner = buffer[n:2 * n]
+    if fill is not None:
+        inner.copy_(torch.from_numpy(np.ascontiguousarray(fill).reshape(-1)).float())
+    return buffer, inner.view(tuple(array.shape))
+
+
+def _run(kernel: Any, grid, inputs: Sequence[Tuple[str, np.ndarray]], out_name: str, out_shape, sizes,
+         k: int, stride: int, padding: int, dilation: int, block_c: int, block_p: int) -> np.ndarray:
+    """Launch ``kernel`` on poisoned copies of ``inputs``; the output as float64 NumPy."""
+    import torch
+
+    device = "cpu" if _interpreted(kernel) else "cuda"
+    tensors = [(name, _guarded(array, device, array)[1]) for name, array in inputs]
+    out_buffer, out = _guarded(np.empty(out_shape), device)
+    watch = None
+    if device == "cpu":
+        watch = MemoryWatch([(name, t, False) for name, t in tensors] + [(out_name, out, True)],
+                            files=[_kernel_file(kernel)])
+    _launch_with(kernel, grid, [t for _, t in tensors] + [out] + list(sizes),
+                 dict(K=k, STRIDE=stride, PADDING=padding, DILATION=dilation, BLOCK_C=block_c, BLOCK_P=block_p),
+                 watch)
+    n = out.numel()
+    if not (torch.isnan(out_buffer[:n]).all() and torch.isnan(out_buffer[2 * n:]).all()):
+        raise StrayAccess(f"a store wrote outside {out_name} (into the poisoned memory around it): "
+                          "check the store's pointer and mask")
+    return out.double().cpu().numpy()
+
+
+def _launch_forward(kernel: Any, x: np.ndarray, kernels: np.ndarray, stride: int, padding: int, dilation: int,
+                    block_c: int, block_p: int) -> np.ndarray:
+    batch, channels, height, width = x.shape
+    groups, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
+    grid = (batch * groups, -(-(out_h * out_w) // block_p))
+    return _run(kernel, grid, [("x", x), ("the kernels", kernels)], "the output", (batch, channels, out_h, out_w),
+                [channels, height, width, groups, channels // groups, out_h, out_w], k, stride, padding, dilation,
+                block_c, block_p)
+
+
+def _launch_grad_x(kernel: Any, kernels: np.ndarray, grad_out: np.ndarray, height: int, width: int, stride: int,
+                   padding: int, dilation: int, block_c: int, block_p: int) -> np.ndarray:
+    batch, channels = grad_out.shape[:2]
+    groups, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
+    grid = (batch * groups, -(-(height * width) // block_p))
+    return _run(kernel, grid, [("the kernels", kernels), ("grad_out", grad_out)], "grad_x",
+                (batch, channels, height, width), [channels, height, width, groups, channels // groups, out_h, out_w],
+                k, stride, padding, dilation, block_c, block_p)
+
+
+def _kernel_problem(kernel: Any) -> Optional[str]:
+    """Why ``kernel`` cannot be launched here, or ``None``."""
+    try:
+        import torch
+        from triton.runtime.interpreter import InterpretedFunction
+        from triton.runtime.jit import JITFunction
+    except Exception as error:
+        return f"Triton is unavailable here ({type(error).__name__}: {error})"
+    if isinstance(kernel, InterpretedFunction):
+        return None
+    if isinstance(kernel, JITFunction):
+        if torch.cuda.is_available():
+            return None
+        return ("your kernel was compiled for a GPU, and there is none here: run the set-up cell (it sets "
+                "TRITON_INTERPRET=1 before importing triton), then the cell that defines the kernel")
+    if callable(kernel) and hasattr(kernel, "__code__"):
+        return "expected a @triton.jit kernel, got a plain Python function: put @triton.jit on the line above its def"
+    return f"expected a @triton.jit kernel, got {describe_value(kernel)}"
+
+
+def _kernel_shortcut(kernel: Any) -> List[str]:
+    """The obvious routes, by name, before any case: the library's own kernel, or a kernel naming one."""
+    fn = getattr(kernel, "fn", None)
+    code = getattr(fn, "__code__", None)
+    if code is not None and _guard._file_kind(code.co_filename)[0] in (_guard.PACKAGE, _guard.CHECKER):
+        return [f"{getattr(fn, '__module__', 'involution_edu')}.{getattr(fn, '__name__', '?')}"]
+    return find_shortcuts(fn, [], library=True) if fn is not None else []
+
+
+def _rule(what: str, allow: Sequence[Any] = ()) -> Rule:
+    """No library function, no checker oracle, no convolution, unfold or involution op; the watch's hooks allowed."""
+    return Rule(what=what, families=("convolution", "unfold", "involution"),
+                allow=(MemoryWatch._load, MemoryWatch._store) + tuple(allow), library=True)
+
+
+def _not_attempted_or(title: str, kernel: Any) -> Optional[Any]:
+    """A verdict for what is not a launchable kernel or is the library's kernel, else ``None``."""
+    from .framework import _finish
+
+    problem = _kernel_problem(kernel)
+    if problem is not None:
+        print(f"✗ {title}: {problem}")
+        return _finish(False, [f"✗ {title}: {problem}"])
+    hits = _kernel_shortcut(kernel)
+    if hits:
+        text = (f"✗ {title}: this exercise asks you to write the kernel yourself; your kernel calls or is "
+                f"{', '.join(hits)}.")
+        print(text)
+        return _finish(False, [text])
+    return None
+
+
+# --- the forward kernel -------------------------------------------------------------------------
 
 # (name, why, batch, groups, channels per group, height, width, K, stride, padding (None = same), dilation)
 _CASES = [
@@ -64,25 +351,20 @@ _CASES = [
      1, 1, 2, 9, 7, 3, 2, None, 1),
     ("dilation 2, 8x8", "tap (u, v) sits at (u*d, v*d) from the window's corner",
      1, 1, 2, 8, 8, 3, 1, None, 2),
-    ("K=5, no padding, 2 samples, 2 groups", "padding 0 ('valid'): every tap is inside; the sample b offsets x, kernels and out",
-     2, 2, 2, 6, 6, 5, 1, 0, 1),
+    ("K=5, no padding, 2 samples", "padding 0 ('valid'): every tap is inside; the sample b offsets x, kernels and out",
+     2, 1, 2, 6, 6, 5, 1, 0, 1),
     ("K=1, stride 2", "a 1x1 kernel: one tap, no padding",
      1, 2, 1, 5, 6, 1, 2, None, 1),
 ]
 
 
-def _next_power_of_2(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()
-
-
 def emulate_forward_kernel(x: np.ndarray, kernels: np.ndarray, stride: int, padding: int, dilation: int,
                            mistake: Optional[str] = None) -> np.ndarray:
-    """What the exercise's kernel computes, right (``mistake=None``) or with a known mistake.
+    """What the forward kernel computes, right (``mistake=None``) or with a known mistake.
 
     Loads are emulated on the flat buffers, as the kernel does them: a load outside a tensor
-    gives NaN (the checker's guard zones). ``mistake`` is one of ``"no dilation"``,
-    ``"no stride"``, ``"no padding"``, ``"swapped u v"``, ``"no column mask"``,
-    ``"no row mask"``, ``"last tap only"``.
+    gives NaN (the poison). ``mistake`` is one of ``"no dilation"``, ``"no stride"``,
+    ``"no padding"``, ``"swapped u v"``, ``"no column mask"``, ``"no row mask"``, ``"last tap only"``.
     """
     batch, channels, height, width = x.shape
     groups, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
@@ -130,130 +412,93 @@ _MISTAKES = [
     ("last tap only", "the output sums all K*K taps: add into acc (acc += ...), do not replace it"),
 ]
 
-
-def _device_of(kernel: Any) -> str:
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return "cpu" if isinstance(kernel, InterpretedFunction) else "cuda"
+_NAN_MESSAGE = ("some outputs are NaN: a lane read the poisoned memory around x or the kernels, or a value was "
+                "never written; check each load's mask (taps in the padding, lanes past C/G channels) and the store's")
 
 
-def _guarded(array: np.ndarray, device: str):
-    """A float32 copy of ``array`` in the middle of a buffer three times its size, NaN around it."""
-    import torch
+def _forward_case(name: str, why: str, seed: int, batch: int, groups: int, cg: int, height: int, width: int, k: int,
+                  stride: int, padding: Optional[int], dilation: int, block_c: int, block_p: int) -> Case:
+    pad = dilation * (k - 1) // 2 if padding is None else padding
+    x, kernels = random_involution_inputs(seed, batch, groups * cg, height, width, k, stride, pad, dilation, groups)
+    expected = involution_loops(x, kernels, stride, pad, dilation)
+    mistakes: List = []
+    for mistake, message in _MISTAKES:
+        with np.errstate(invalid="ignore"):
+            wrong = emulate_forward_kernel(x, kernels, stride, pad, dilation, mistake)
+        if not np.allclose(wrong, expected, rtol=1e-4, atol=1e-4, equal_nan=True):
+            mistakes.append((wrong, message))
+    mistakes.append((_has_nan, _NAN_MESSAGE))
+    return Case(name, (x, kernels, stride, pad, dilation, block_c, block_p), expected, why, rtol=1e-4, atol=1e-4,
+                mistakes=mistakes)
 
-    n = array.size
-    buffer = torch.full((3 * n,), float("nan"), dtype=torch.float32, device=device)
-    inner = buffer[n:2 * n]
-    inner.copy_(torch.from_numpy(np.ascontiguousarray(array).reshape(-1)).float())
-    return buffer, inner.view(array.shape)
+
+def _random_geometry(rng: np.random.Generator) -> Tuple[int, ...]:
+    """(batch, groups, channels per group, height, width, K, stride, padding, dilation, BLOCK_C, BLOCK_P),
+    small enough for the interpreter (it pays per program and tap)."""
+    k = int(rng.choice([1, 3, 3, 5]))
+    dilation = int(rng.integers(1, 3)) if k < 5 else 1
+    stride = int(rng.integers(1, 4))
+    padding = int(rng.integers(0, dilation * (k - 1) // 2 + 2))
+    least = max(1, dilation * (k - 1) + 1 - 2 * padding)
+    height = int(rng.integers(least, least + 5))
+    width = int(rng.integers(least, least + 5))
+    batch, groups = [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2)][int(rng.integers(5)) if k < 5 else 0]
+    cg = int(rng.integers(1, 6))
+    block_c = _next_power_of_2(cg) * int(rng.choice([1, 2]))
+    block_p = int(rng.choice([16, 32]))
+    return batch, groups, cg, height, width, k, stride, padding, dilation, block_c, block_p
 
 
-def _run(kernel: Any, grid, out_shape, inputs, sizes, k: int, stride: int, padding: int, dilation: int,
-         channels_per_group: int) -> Any:
-    """Launch ``kernel`` on guarded copies of ``inputs``; the output as float64 NumPy, or a string
-    when the kernel wrote outside the output tensor."""
-    import torch
+def _describe_geometry(batch, groups, cg, height, width, k, stride, padding, dilation, block_c, block_p) -> str:
+    return (f"x of shape ({batch}, {groups * cg}, {height}, {width}) in {groups} group(s), K={k}, stride {stride}, "
+            f"padding {padding}, dilation {dilation}, BLOCK_C={block_c}, BLOCK_P={block_p}")
 
-    device = _device_of(kernel)
-    tensors = [_guarded(array, device)[1] for array in inputs]
-    out_buffer, out = _guarded(np.full(out_shape, np.nan), device)
+
+def _random_forward_cases(rng: np.random.Generator) -> List[Case]:
+    cases = []
+    for _ in range(2):
+        geometry = _random_geometry(rng)
+        batch, groups, cg, height, width, k, stride, padding, dilation, block_c, block_p = geometry
+        cases.append(_forward_case("random", f"the forward on a random shape: {_describe_geometry(*geometry)}",
+                                   int(rng.integers(2**31)), batch, groups, cg, height, width, k, stride, padding,
+                                   dilation, block_c, block_p))
+    return cases
+
+
+def check_involution_forward_kernel(involution_forward: Any) -> Any:
+    """Check a forward kernel (see the module docstring for its signature and grid): named cases, random
+    cases, every load and store watched (interpreter)."""
+    title = getattr(getattr(involution_forward, "fn", None), "__name__", None) or "involution_forward"
+    early = _not_attempted_or(title, involution_forward)
+    if early is not None:
+        return early
+    kernel = involution_forward
+
+    def launch(x, kernels, stride, padding, dilation, block_c, block_p):
+        return _launch_forward(kernel, x, kernels, stride, padding, dilation, block_c, block_p)
+
+    cases = [_forward_case(name, why, seed + 10, batch, groups, cg, height, width, k, stride, padding, dilation,
+                           _next_power_of_2(cg), BLOCK_P)
+             for seed, (name, why, batch, groups, cg, height, width, k, stride, padding, dilation) in enumerate(_CASES)]
+    return run_cases(title, launch, cases, rule=_rule("the kernel's index arithmetic and masked loads"),
+                     random_cases=_random_forward_cases)
+
+
+def diagnose_forward_kernel(kernel: Any) -> Any:
+    """Run the forward checker on ``kernel`` and show its verdict, never raising (also under nbgrader):
+    for a kernel shown in the notebook to be diagnosed, not graded."""
+    import os
+
+    saved = {name: os.environ.pop(name, None) for name in ("NBGRADER_EXECUTION", "INVOLUTION_EDU_RAISE_ON_FAIL")}
     try:
-        kernel[grid](*tensors, out, *sizes, K=k, STRIDE=stride, PADDING=padding, DILATION=dilation,
-                     BLOCK_C=_next_power_of_2(channels_per_group), BLOCK_P=BLOCK_P)
-    except Exception as error:  # the interpreter wraps the learner's exception: report the original
-        cause = error.__cause__
-        if cause is not None and type(error).__name__ == "InterpreterError":
-            raise cause
-        raise
-    n = out.numel()
-    if not (torch.isnan(out_buffer[:n]).all() and torch.isnan(out_buffer[2 * n:]).all()):
-        return "the kernel wrote outside the output tensor"
-    return out.double().cpu().numpy()
+        return check_involution_forward_kernel(kernel)
+    finally:
+        for name, value in saved.items():
+            if value is not None:
+                os.environ[name] = value
 
 
-def _launch(kernel: Any, x: np.ndarray, kernels: np.ndarray, stride: int, padding: int, dilation: int) -> Any:
-    """Run the learner's forward kernel; returns the output (B, C, H', W') as float64 NumPy."""
-    batch, channels, height, width = x.shape
-    groups, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
-    grid = (batch * groups, -(-(out_h * out_w) // BLOCK_P))
-    return _run(kernel, grid, (batch, channels, out_h, out_w), [x, kernels],
-                [channels, height, width, groups, channels // groups, out_h, out_w], k, stride, padding, dilation,
-                channels // groups)
-
-
-def _launch_grad_x(kernel: Any, kernels: np.ndarray, grad_out: np.ndarray, height: int, width: int, stride: int,
-                   padding: int, dilation: int) -> Any:
-    """Run the learner's grad_x kernel; returns grad_x (B, C, H, W) as float64 NumPy."""
-    batch, channels = grad_out.shape[:2]
-    groups, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
-    grid = (batch * groups, -(-(height * width) // BLOCK_P))
-    return _run(kernel, grid, (batch, channels, height, width), [kernels, grad_out],
-                [channels, height, width, groups, channels // groups, out_h, out_w], k, stride, padding, dilation,
-                channels // groups)
-
-
-def _forbidden() -> List[Any]:
-    from .. import functional, triton_backend
-
-    return [involution_loops, involution_numpy, functional.involution, functional.involution_unfold,
-            triton_backend.triton_forward, triton_backend._forward_kernel]
-
-
-def _kernel_problem(kernel: Any) -> Optional[str]:
-    """Why ``kernel`` cannot be launched here, or ``None``."""
-    try:
-        import torch
-        from triton.runtime.interpreter import InterpretedFunction
-        from triton.runtime.jit import JITFunction
-    except Exception as error:
-        return f"Triton is unavailable here ({type(error).__name__}: {error})"
-    if isinstance(kernel, InterpretedFunction):
-        return None
-    if isinstance(kernel, JITFunction):
-        if torch.cuda.is_available():
-            return None
-        return ("your kernel was compiled for a GPU, and there is none here: run the set-up cell (it sets "
-                "TRITON_INTERPRET=1 before importing triton), then the cell that defines the kernel")
-    if callable(kernel) and hasattr(kernel, "__code__"):
-        return "expected a @triton.jit kernel, got a plain Python function: put @triton.jit on the line above its def"
-    return f"expected a @triton.jit kernel, got {describe_value(kernel)}"
-
-
-def check_involution_forward_kernel(involution_forward_student: Any) -> bool:
-    """Check the learner's forward kernel (see the module docstring for its signature and grid)."""
-    title = "involution_forward_student"
-    try:
-        problem = _kernel_problem(involution_forward_student)
-        if problem is not None:
-            print(f"✗ {title}: {problem}")
-            return False
-        hits = find_shortcuts(getattr(involution_forward_student, "fn", None), _forbidden())
-        if hits:
-            print(f"✗ {title}: this exercise asks you to write the tap loop of the kernel yourself; "
-                  f"your kernel calls {', '.join(hits)}.")
-            return False
-        cases = []
-        for seed, (name, why, batch, groups, cg, height, width, k, stride, padding, dilation) in enumerate(_CASES):
-            pad = dilation * (k - 1) // 2 if padding is None else padding
-            x, kernels = random_involution_inputs(seed + 10, batch, groups * cg, height, width, k, stride, pad,
-                                                  dilation, groups)
-            expected = involution_loops(x, kernels, stride, pad, dilation)
-            mistakes: List = []
-            for mistake, message in _MISTAKES:
-                with np.errstate(invalid="ignore"):
-                    wrong = emulate_forward_kernel(x, kernels, stride, pad, dilation, mistake)
-                if not np.allclose(wrong, expected, rtol=1e-4, atol=1e-4, equal_nan=True):
-                    mistakes.append((wrong, message))
-            mistakes.append((_has_nan, "some outputs are NaN: a load went outside x or the kernels (the checker "
-                                       "surrounds them with NaN) or a value was never written; check each load's "
-                                       "mask: taps in the padding, and the lanes past C/G channels"))
-            cases.append(Case(name, (x, kernels, stride, pad, dilation), expected, why, rtol=1e-4, atol=1e-4,
-                              mistakes=mistakes))
-        return run_cases(title, functools.partial(_launch, involution_forward_student), cases)
-    except Exception as error:  # never raise at the learner
-        print(f"✗ {title}: could not run the checker ({type(error).__name__}: {error})")
-        return False
-
+# --- the grad_x kernel --------------------------------------------------------------------------
 
 # (name, why, batch, groups, channels per group, height, width, K, stride, padding (None = same), dilation)
 _GRAD_X_CASES = [
@@ -271,7 +516,7 @@ _GRAD_X_CASES = [
 
 _GRAD_X_MISTAKES = [
     ("no divisibility", "with stride s, tap row u reads input row h only if h + p - u*d is a multiple of s: "
-                        "mask the taps with (h + p - u*d) % s != 0 (and the same for columns)"),
+                        "mask the taps whose (h + p - u*d) is not (and the same for columns)"),
     ("no upper bound", "i = (h + p - u*d) / s must also be a row of the output: mask i >= OUT_H (and j >= OUT_W)"),
     ("no lower bound", "h + p - u*d < 0 means no output row reads h with that tap: mask it (and the same for columns)"),
     ("forward formula", "this is the forward's formula run backwards: output row i reads h = i*s + u*d - p, so "
@@ -281,7 +526,7 @@ _GRAD_X_MISTAKES = [
 
 def emulate_grad_x_kernel(kernels: np.ndarray, grad_out: np.ndarray, height: int, width: int, stride: int,
                           padding: int, dilation: int, mistake: Optional[str] = None) -> np.ndarray:
-    """What the grad_x exercise's kernel computes, right (``mistake=None``) or with a known mistake
+    """What the grad_x kernel computes, right (``mistake=None``) or with a known mistake
     (one of ``"no divisibility"``, ``"no upper bound"``, ``"no lower bound"``, ``"forward formula"``).
 
     Loads are emulated on the flat buffers (NaN outside them, as in the checker); integer ``//``
@@ -324,55 +569,74 @@ def emulate_grad_x_kernel(kernels: np.ndarray, grad_out: np.ndarray, height: int
     return grad_x
 
 
-def check_involution_grad_x_kernel(involution_grad_x_student: Any) -> bool:
-    """Check the learner's grad_x kernel (see the module docstring for its signature and grid).
+def _grad_x_expected(x: np.ndarray, kernels: np.ndarray, grad_out: np.ndarray, stride: int, padding: int,
+                     dilation: int) -> np.ndarray:
+    """grad_x by scattering kernels * grad_out back along the forward's own indexing (float64 loops)."""
+    batch, channels, height, width = x.shape
+    groups, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
+    cg = channels // groups
+    grad_x = np.zeros(x.shape)
+    for u in range(k):
+        for v in range(k):
+            for i in range(out_h):
+                h = i * stride + u * dilation - padding
+                if not 0 <= h < height:
+                    continue
+                for j in range(out_w):
+                    w = j * stride + v * dilation - padding
+                    if 0 <= w < width:
+                        for g in range(groups):
+                            grad_x[:, g * cg:(g + 1) * cg, h, w] += (kernels[:, g, u, v, i, j][:, None]
+                                                                    * grad_out[:, g * cg:(g + 1) * cg, i, j])
+    return grad_x
 
-    The expected gradient is autograd's, through ``involution_unfold`` in float64.
-    """
-    title = "involution_grad_x_student"
-    try:
-        problem = _kernel_problem(involution_grad_x_student)
-        if problem is not None:
-            print(f"✗ {title}: {problem}")
-            return False
-        from .. import triton_backend
 
-        forbidden = _forbidden() + [triton_backend.triton_backward, triton_backend._grad_x_kernel]
-        hits = find_shortcuts(getattr(involution_grad_x_student, "fn", None), forbidden)
-        if hits:
-            print(f"✗ {title}: this exercise asks you to write the gather over the taps yourself; "
-                  f"your kernel calls {', '.join(hits)}.")
-            return False
-        import torch
+def _grad_x_case(name: str, why: str, seed: int, batch: int, groups: int, cg: int, height: int, width: int, k: int,
+                 stride: int, padding: Optional[int], dilation: int, block_c: int, block_p: int) -> Case:
+    pad = dilation * (k - 1) // 2 if padding is None else padding
+    x, kernels = random_involution_inputs(seed, batch, groups * cg, height, width, k, stride, pad, dilation, groups)
+    grad_out = np.random.default_rng(seed + 1).standard_normal((batch, groups * cg) + kernels.shape[4:])
+    expected = _grad_x_expected(x, kernels, grad_out, stride, pad, dilation)
+    mistakes: List = []
+    for mistake, message in _GRAD_X_MISTAKES:
+        with np.errstate(invalid="ignore"):
+            wrong = emulate_grad_x_kernel(kernels, grad_out, height, width, stride, pad, dilation, mistake)
+        if not np.allclose(wrong, expected, rtol=1e-4, atol=1e-4, equal_nan=True):
+            mistakes.append((wrong, message))
+    mistakes.append((_has_nan, "some values are NaN: a lane read the poisoned memory around the kernels or grad_out, "
+                               "or a value was never written: mask every tap whose output position (i, j) is not "
+                               "inside the output"))
+    return Case(name, (kernels, grad_out, height, width, stride, pad, dilation, block_c, block_p), expected, why,
+                rtol=1e-4, atol=1e-4, mistakes=mistakes)
 
-        from ..functional import involution_unfold
 
-        cases = []
-        for seed, (name, why, batch, groups, cg, height, width, k, stride, padding, dilation) in enumerate(_GRAD_X_CASES):
-            pad = dilation * (k - 1) // 2 if padding is None else padding
-            x, kernels = random_involution_inputs(seed + 20, batch, groups * cg, height, width, k, stride, pad,
-                                                  dilation, groups)
-            grad_out = np.random.default_rng(seed + 30).standard_normal((batch, groups * cg) + kernels.shape[4:])
-            x_t = torch.from_numpy(x).requires_grad_()
-            with torch.enable_grad():
-                out = involution_unfold(x_t, torch.from_numpy(kernels), stride, pad, dilation)
-                (expected,) = torch.autograd.grad(out, x_t, torch.from_numpy(grad_out))
-            expected = expected.numpy()
-            mistakes: List = []
-            for mistake, message in _GRAD_X_MISTAKES:
-                with np.errstate(invalid="ignore"):
-                    wrong = emulate_grad_x_kernel(kernels, grad_out, height, width, stride, pad, dilation, mistake)
-                if not np.allclose(wrong, expected, rtol=1e-4, atol=1e-4, equal_nan=True):
-                    mistakes.append((wrong, message))
-            mistakes.append((_has_nan, "some values are NaN: a load went outside the kernels or grad_out (the checker "
-                                       "surrounds them with NaN) or a value was never written: mask every tap whose "
-                                       "output position (i, j) is not inside the output"))
-            cases.append(Case(name, (kernels, grad_out, height, width, stride, pad, dilation), expected, why,
-                              rtol=1e-4, atol=1e-4, mistakes=mistakes))
-        return run_cases(title, functools.partial(_launch_grad_x, involution_grad_x_student), cases)
-    except Exception as error:  # never raise at the learner
-        print(f"✗ {title}: could not run the checker ({type(error).__name__}: {error})")
-        return False
+def _random_grad_x_cases(rng: np.random.Generator) -> List[Case]:
+    cases = []
+    for _ in range(2):
+        geometry = _random_geometry(rng)
+        batch, groups, cg, height, width, k, stride, padding, dilation, block_c, block_p = geometry
+        cases.append(_grad_x_case("random", f"the input gradient on a random shape: {_describe_geometry(*geometry)}",
+                                  int(rng.integers(2**31)), batch, groups, cg, height, width, k, stride, padding,
+                                  dilation, block_c, block_p))
+    return cases
+
+
+def check_involution_grad_x_kernel(involution_grad_x: Any) -> Any:
+    """Check the learner's grad_x kernel (see the module docstring for its signature and grid)."""
+    title = getattr(getattr(involution_grad_x, "fn", None), "__name__", None) or "involution_grad_x"
+    early = _not_attempted_or(title, involution_grad_x)
+    if early is not None:
+        return early
+    kernel = involution_grad_x
+
+    def launch(kernels, grad_out, height, width, stride, padding, dilation, block_c, block_p):
+        return _launch_grad_x(kernel, kernels, grad_out, height, width, stride, padding, dilation, block_c, block_p)
+
+    cases = [_grad_x_case(name, why, seed + 20, batch, groups, cg, height, width, k, stride, padding, dilation,
+                          _next_power_of_2(cg), BLOCK_P)
+             for seed, (name, why, batch, groups, cg, height, width, k, stride, padding, dilation)
+             in enumerate(_GRAD_X_CASES)]
+    return run_cases(title, launch, cases, rule=_rule("the gather over the taps"), random_cases=_random_grad_x_cases)
 
 
 def _has_nan(value: Any) -> bool:
@@ -380,6 +644,161 @@ def _has_nan(value: Any) -> bool:
         return bool(np.isnan(np.asarray(value, dtype=float)).any())
     except Exception:
         return False
+
+
+# --- the wrapper: the learner's own launch ------------------------------------------------------
+
+
+def _wrapper_inputs(seed: int, batch: int, groups: int, cg: int, height: int, width: int, k: int, stride: int,
+                    padding: int, dilation: int, layout: str):
+    """float32 torch ``(x, kernels)``; ``layout`` "contiguous", "x transposed" or "kernels transposed" (a view
+    whose strides are not the contiguous ones: same values, other memory order)."""
+    import torch
+
+    x, kernels = random_involution_inputs(seed, batch, groups * cg, height, width, k, stride, padding, dilation,
+                                          groups)
+    xt, kt = torch.from_numpy(x).float(), torch.from_numpy(kernels).float()
+    if layout == "x transposed":
+        xt = xt.transpose(2, 3).contiguous().transpose(2, 3)  # same (B, C, H, W) values, column-major planes
+    elif layout == "kernels transposed":
+        kt = kt.permute(0, 1, 4, 5, 2, 3).contiguous().permute(0, 1, 4, 5, 2, 3)
+    elif layout == "x channels last":
+        xt = xt.contiguous(memory_format=torch.channels_last)
+    return xt, kt, involution_loops(x, kernels, stride, padding, dilation)
+
+
+def _too_large(got: Any) -> bool:
+    return got == "no error"
+
+
+_TOO_LARGE_MESSAGE = ("the kernel computes its element offsets in int32: a tensor with more than 2**31 - 1 elements "
+                      "has offsets it cannot reach. Check x, the kernels and the output before launching, and "
+                      "raise ValueError naming the tensor")
+
+# (name, why, batch, groups, channels per group, height, width, K, stride, padding, dilation, layout)
+_WRAPPER_CASES = [
+    ("K=3, one group of 4 channels, 6x6", "the output shape (B, C, H', W') and one program per (sample, group)",
+     1, 1, 4, 6, 6, 3, 1, 1, 1, "contiguous"),
+    ("2 groups of 3 channels", "tl.arange needs a power of two: BLOCK_C is the power of two at or above C/G",
+     1, 2, 3, 5, 7, 3, 1, 1, 1, "contiguous"),
+    ("stride 2 on 9x7: 5 x 4 = 20 outputs", "the grid rounds up: cdiv(H' * W', BLOCK_P) pixel blocks, the last "
+     "one partly masked", 1, 1, 2, 9, 7, 3, 2, 1, 1, "contiguous"),
+    ("a 12x11 image, 2 samples, 2 groups", "more pixels than one block of 64: the grid's second axis has several "
+     "blocks; axis 0 counts B * G programs", 2, 2, 2, 12, 11, 3, 1, 1, 1, "contiguous"),
+    ("x is a transposed view", "the kernel's offsets count elements of a contiguous tensor: a view with other "
+     "strides must be made contiguous first", 1, 1, 3, 6, 8, 3, 1, 1, 1, "x transposed"),
+    ("kernels is a permuted view", "the kernels too must be contiguous for the kernel's offsets",
+     1, 2, 2, 7, 5, 3, 1, 2, 2, "kernels transposed"),
+]
+
+
+def _meta_case(name: str, why: str, x_shape: Tuple[int, ...], k_shape: Tuple[int, ...], padding: int) -> Case:
+    import torch
+
+    x = torch.empty(x_shape, device="meta")
+    kernels = torch.empty(k_shape, device="meta")
+    return Case(name, (x, kernels, 1, padding, 1, "error"), "ValueError", why, mistakes=[(_too_large, _TOO_LARGE_MESSAGE)])
+
+
+def _random_wrapper_cases(rng: np.random.Generator) -> List[Case]:
+    cases = []
+    for _ in range(2):
+        batch, groups, cg, height, width, k, stride, padding, dilation, _, _ = _random_geometry(rng)
+        layout = str(rng.choice(["contiguous", "x transposed", "kernels transposed", "x channels last"]))
+        x, kernels, expected = _wrapper_inputs(int(rng.integers(2**31)), batch, groups, cg, height, width, k, stride,
+                                               padding, dilation, layout)
+        why = (f"the wrapper on a random shape: x ({batch}, {groups * cg}, {height}, {width}) in {groups} group(s), "
+               f"K={k}, stride {stride}, padding {padding}, dilation {dilation}, layout: {layout}")
+        cases.append(Case("random", (x, kernels, stride, padding, dilation, "values"), expected, why,
+                          rtol=1e-4, atol=1e-4))
+    return cases
+
+
+def _coverage_problem(result: Any, watch: MemoryWatch) -> Optional[str]:
+    """Why the returned tensor was not entirely written by Triton stores during the call, or ``None``."""
+    import torch
+
+    if not isinstance(result, torch.Tensor) or result.device.type != "cpu" or result.numel() == 0:
+        return None  # the comparison names it
+    stores = [(addresses, mask) for kind, _, addresses, mask, _ in watch.events if kind == "store"]
+    if not stores:
+        if torch.cuda.is_available():
+            return None  # compiled kernels on a GPU: nothing is watched
+        return ("no Triton kernel stored anything during your function: allocate the output and launch "
+                "involution_forward[grid](...) on it, on a grid with at least one program per axis "
+                "(the pixel blocks are cdiv(OUT_H * OUT_W, BLOCK_P): it rounds up, where // rounds down, "
+                "even to 0)")
+    start, size, n = int(result.data_ptr()), result.element_size(), result.numel()
+    if not result.is_contiguous():
+        return None  # not the tensor the kernel wrote into (the comparison judges the values)
+    written = np.zeros(n, dtype=bool)
+    for addresses, mask in stores:
+        offsets = (addresses[mask].astype(np.int64) - start) // size
+        offsets = offsets[(offsets >= 0) & (offsets < n)]
+        written[offsets] = True
+    if not written.any():
+        return None  # a copy of what the kernel wrote (the comparison judges the values)
+    if written.all():
+        return None
+    missing = int((~written).sum())
+    return (f"{missing} of {n} output values were never stored by the kernel: does the grid have B * G programs "
+            "on axis 0 and cdiv(OUT_H * OUT_W, BLOCK_P) pixel blocks on axis 1 (rounded up, not down)?")
+
+
+def check_involution_wrapper(involution_triton: Any) -> Any:
+    """Check the learner's wrapper ``involution_triton(x, kernels, stride, padding, dilation)`` (see the module
+    docstring): named cases (power-of-two channel blocks, a partial last block, several blocks, views that are not
+    contiguous, tensors too large for int32 offsets), random cases, every store of its launch recorded."""
+    title = "involution_triton"
+    if not callable(involution_triton):
+        return run_cases(title, involution_triton, [])
+    wrapper = involution_triton
+
+    def call(x, kernels, stride, padding, dilation, expect):
+        if expect == "error":
+            try:
+                wrapper(x, kernels, stride, padding, dilation)
+            except ValueError:
+                return "ValueError"
+            except NotImplementedError as error:
+                if _is_stub_raise(error):
+                    raise
+                return f"NotImplementedError: {error}"
+            except Exception as error:  # the learner's other errors, named
+                return f"{type(error).__name__}: {error}"
+            return "no error"
+        watch = MemoryWatch(record=True) if _triton_importable() else None
+        if watch is None:
+            return wrapper(x, kernels, stride, padding, dilation)
+        with watch:
+            result = wrapper(x, kernels, stride, padding, dilation)
+        problem = _coverage_problem(result, watch)
+        if problem is not None:
+            raise UnwrittenOutput(problem)
+        return result
+
+    cases = []
+    for seed, (name, why, batch, groups, cg, height, width, k, stride, padding, dilation, layout) in \
+            enumerate(_WRAPPER_CASES):
+        x, kernels, expected = _wrapper_inputs(seed + 40, batch, groups, cg, height, width, k, stride, padding,
+                                               dilation, layout)
+        cases.append(Case(name, (x, kernels, stride, padding, dilation, "values"), expected, why, rtol=1e-4, atol=1e-4))
+    cases.append(_meta_case("x with 2**31 elements (a meta tensor: shapes, no values)",
+                            "int32 offsets reach 2**31 - 1 elements: a larger x must be refused with a ValueError",
+                            (1, 64, 5800, 5800), (1, 4, 3, 3, 5800, 5800), 1))
+    cases.append(_meta_case("kernels with 2.4e9 elements, x with 3.9e8 (meta tensors)",
+                            "the kernels tensor (G*K*K values per pixel) passes the int32 limit before x does",
+                            (1, 8, 7000, 7000), (1, 1, 7, 7, 7000, 7000), 3))
+    return run_cases(title, call, cases, rule=_rule("the launch", allow=(output_size,)),
+                     random_cases=_random_wrapper_cases)
+
+
+def _triton_importable() -> bool:
+    try:
+        import triton.runtime.interpreter  # noqa: F401
+    except Exception:
+        return False
+    return True
 
 
 # --- questions ---------------------------------------------------------------------------------
@@ -395,7 +814,33 @@ def eager_bytes_ratio(channels: int = 64, groups: int = 4, kernel_size: int = 7)
     return taps * (3 * channels + groups) / (2 * channels + groups * taps)
 
 
+def int32_overflow_batch(channels: int = 64, groups: int = 4, kernel_size: int = 7, size: int = 256) -> int:
+    """The smallest batch at which one tensor of a stride-1 involution (x, kernels or out, all (size x size))
+    has an element offset above 2**31 - 1: the kernels tensor, with G K^2 values per pixel against C."""
+    per_sample = max(channels, groups * kernel_size * kernel_size) * size * size
+    return (INT32_LIMIT + 1) // per_sample + 1  # the last offset, batch * per_sample - 1, passes 2**31 - 1
+
+
 QUESTIONS: Dict[str, Question] = {
+    "int32_batch": Question(
+        "The forward kernel computes every offset in int32, whose largest value is 2**31 - 1. RedNet-50's "
+        "first stage on 1024 x 1024 images: its involutions see 256 x 256 pixels, C = 64, G = 4, K = 7, stride 1. "
+        "From which batch size on does some element of x, the kernels or the output have an offset the "
+        "kernel cannot reach? (a whole number)",
+        answer=int32_overflow_batch(),
+        rtol=0.0,
+        explanation="Per sample, x and the output hold C * 256 * 256 = 4,194,304 values, but the kernels hold "
+                    "G * K^2 * 256 * 256 = 12,845,056 (196 values per pixel against 64). 2**31 / 12,845,056 = 167.2, "
+                    "so at batch 168 the last kernel values are out of int32's reach, long before x (batch 513). "
+                    "The wrapper must refuse such a launch, or the kernel must compute its offsets in int64 "
+                    "(`.to(tl.int64)` on the base offset of each (sample, group), as the library's kernels do).",
+        mistakes=[
+            (513, "that is where x and the output overflow; another tensor holds more values per pixel"),
+            (512, "that is about where x overflows (and 512 * C * 256 * 256 = 2**31 still fits: the last offset "
+                  "is 2**31 - 1); but another tensor holds more values per pixel than x"),
+            (167, "167 * 12,845,056 is still below 2**31: round up, the first batch that does NOT fit"),
+        ],
+    ),
     "eager_bytes": Question(
         "RedNet-50's first stage: C = 64 channels, G = 4 groups, K = 7, stride 1, float32. On a GPU, the eager "
         "backend runs one `addcmul_` per tap: it reads the shifted view of x, the tap's kernel plane, and reads "
