@@ -18,6 +18,14 @@ detection and segmentation code a 7x7 one. The published ImageNet table (9.23 M 
 parameters, 1.73 ... 6.79 GFLOPs) matches the 7x7 stem (RedNet-152: 33,985,302 parameters
 rounds to 33.99 M; the 3x3 stem gives 33,984,582 = 33.98 M), so **7 is the default here**.
 Pass ``stem_kernel_size=3`` to load a classification checkpoint of the official repository.
+
+``recompute`` (on by default): in training, the stem (with its max pool) and the reduction
+``h = ReLU(BN(conv1(pool(x))))`` of every involution are recomputed in the backward pass
+(:func:`involution_edu.module.recomputed`) instead of keeping the tensors inside them. The
+stem works at 112x112 with 32 and 64 channels, so without it RedNet keeps more tensors for the
+backward pass than ResNet-50 (at batch 8, 224²: 759 MiB against 656 MiB); with it, fewer
+(``python -m involution_edu.bench --models`` measures both). Same outputs, gradients and BN
+running statistics; ``recompute=False`` gives the plain path.
 """
 
 from __future__ import annotations
@@ -27,8 +35,9 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from .module import Involution
+from .module import Involution, recomputed
 from .resnet import STAGE_BLOCKS, Bottleneck, ConvBNReLU, ImageClassifier, ResidualBackbone, init_weights
 from .shapes import check_kernel_size
 
@@ -62,6 +71,53 @@ class InvolutionBottleneck(Bottleneck):
         return Involution(channels, kernel_size=BLOCK_KERNEL_SIZE, stride=stride)
 
 
+class _MaxPoolSavingIndices(torch.autograd.Function):
+    """``F.max_pool2d`` whose backward keeps only the indices of the maxima (int32), not the input."""
+
+    @staticmethod
+    def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode):
+        out, indices = F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
+        plane = x.shape[-2] * x.shape[-1]
+        ctx.shape, ctx.channels_last = tuple(x.shape), x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+            and not x.is_contiguous()
+        ctx.save_for_backward(indices.to(torch.int32) if plane < 2**31 else indices)
+        ctx.mark_non_differentiable(indices)
+        return out, indices
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_indices):
+        (indices,) = ctx.saved_tensors
+        batch, channels = ctx.shape[0], ctx.shape[1]
+        flat_index = indices.long().reshape(batch, channels, -1)
+        grad = grad_out.new_zeros((batch, channels, ctx.shape[2] * ctx.shape[3]))
+        # each input position receives the sum of the gradients of the outputs it is the maximum of
+        grad = grad.scatter_add(2, flat_index, grad_out.reshape(batch, channels, -1)).view(ctx.shape)
+        if ctx.channels_last:
+            grad = grad.contiguous(memory_format=torch.channels_last)
+        return grad, None, None, None, None, None
+
+
+class IndexMaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` that, in an eager training step, keeps only the indices of the maxima for the
+    backward pass (int32, half the bytes of PyTorch's int64 indices), never its input.
+
+    Same outputs and gradients as ``nn.MaxPool2d`` (the gradient is scattered to the maxima). It
+    saves memory only when nothing else keeps the input: in RedNet with ``recompute``, the stem
+    before it is recomputed, so its 112x112 output is freed after the forward pass. (In a plain
+    stem the ReLU before the pool keeps that tensor anyway, so ResNet would gain nothing from it.)
+    Under ``torch.compile``, ``torch.func`` transforms, ``no_grad`` or for 3-D inputs it is
+    ``nn.MaxPool2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        eager = not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()
+        if (not eager or not torch.is_grad_enabled() or not x.requires_grad or x.dim() != 4 or self.return_indices
+                or torch.jit.is_scripting() or torch.jit.is_tracing()):
+            return super().forward(x)
+        out, _ = _MaxPoolSavingIndices.apply(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        return out
+
+
 class RedNet(ResidualBackbone):
     """RedNet backbone with the paper's state_dict layout.
 
@@ -70,13 +126,17 @@ class RedNet(ResidualBackbone):
         stem_kernel_size: kernel size of the stem involution (7: detection/segmentation code and
             the published counts; 3: the classification code). Odd.
         zero_init_residual: start every block's ``bn3`` weight at 0 (the paper's default).
+        recompute: recompute the stem in the backward pass of a training step (see the module
+            docstring). An attribute: change it at any time with :meth:`set_recompute`, which also
+            switches the involutions' own ``recompute``.
 
     Shapes: ``x: (B, 3, H, W) -> (B, 2048, ceil(H/32), ceil(W/32))``.
     """
 
     block = InvolutionBottleneck
 
-    def __init__(self, depth: int = 50, stem_kernel_size: int = 7, zero_init_residual: bool = True) -> None:
+    def __init__(self, depth: int = 50, stem_kernel_size: int = 7, zero_init_residual: bool = True,
+                 recompute: bool = True) -> None:
         super().__init__()
         self.stem_kernel_size = check_kernel_size(stem_kernel_size)
         stem_channels = 64
@@ -87,46 +147,63 @@ class RedNet(ResidualBackbone):
             nn.ReLU(inplace=True),
             ConvBNReLU(stem_channels // 2, stem_channels, kernel_size=3, stride=1, padding=1),
         )
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = IndexMaxPool2d(kernel_size=3, stride=2, padding=1)
         self._make_stages(depth, stem_channels)
         init_weights(self, zero_init_residual)
+        self.set_recompute(recompute)
+
+    def set_recompute(self, stem: bool, layers: Optional[bool] = None) -> "RedNet":
+        """Recompute the stem in the backward pass (``stem``) and, if ``layers`` is given, set every
+        involution's ``recompute`` (the reduction ``h``; off by default: it saves about 19 MiB of
+        RedNet-50's 737 MiB at batch 8, 224², for about 10 % more time per layer). Returns self."""
+        for name, value in (("stem", stem), ("layers", layers)):
+            if value is not None and not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+        self.recompute = stem
+        if layers is not None:
+            for module in self.modules():
+                if isinstance(module, Involution):
+                    module.recompute = layers
+        return self
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W) -> (B, 64, ceil(H/4), ceil(W/4))``."""
-        return self.maxpool(self.stem(x))
+        """``(B, 3, H, W) -> (B, 64, ceil(H/4), ceil(W/4))``; the stem recomputed in backward with ``recompute``."""
+        features = recomputed(self.stem, (self.stem,), x) if self.recompute else self.stem(x)
+        return self.maxpool(features)
 
 
-def rednet(depth: int, num_classes: int = 1000, stem_kernel_size: int = 7) -> ImageClassifier:
+def rednet(depth: int, num_classes: int = 1000, stem_kernel_size: int = 7, recompute: bool = True) -> ImageClassifier:
     """RedNet classifier of the given depth: ``(B, 3, H, W) -> logits (B, num_classes)``.
 
     State_dict keys: ``backbone.stem.0.conv.weight``, ..., ``head.fc.weight``, ``head.fc.bias``.
+    ``recompute``: see :class:`RedNet`.
     """
-    return ImageClassifier(RedNet(depth, stem_kernel_size=stem_kernel_size), num_classes)
+    return ImageClassifier(RedNet(depth, stem_kernel_size=stem_kernel_size, recompute=recompute), num_classes)
 
 
-def rednet26(num_classes: int = 1000, stem_kernel_size: int = 7) -> ImageClassifier:
+def rednet26(num_classes: int = 1000, stem_kernel_size: int = 7, recompute: bool = True) -> ImageClassifier:
     """RedNet-26, stages (1, 2, 4, 1): 9,233,886 parameters (9,233,166 with the 3x3 stem)."""
-    return rednet(26, num_classes, stem_kernel_size)
+    return rednet(26, num_classes, stem_kernel_size, recompute)
 
 
-def rednet38(num_classes: int = 1000, stem_kernel_size: int = 7) -> ImageClassifier:
+def rednet38(num_classes: int = 1000, stem_kernel_size: int = 7, recompute: bool = True) -> ImageClassifier:
     """RedNet-38, stages (2, 3, 5, 2): 12,387,706 parameters (12,386,986 with the 3x3 stem)."""
-    return rednet(38, num_classes, stem_kernel_size)
+    return rednet(38, num_classes, stem_kernel_size, recompute)
 
 
-def rednet50(num_classes: int = 1000, stem_kernel_size: int = 7) -> ImageClassifier:
+def rednet50(num_classes: int = 1000, stem_kernel_size: int = 7, recompute: bool = True) -> ImageClassifier:
     """RedNet-50, stages (3, 4, 6, 3): 15,541,526 parameters (15,540,806 with the 3x3 stem)."""
-    return rednet(50, num_classes, stem_kernel_size)
+    return rednet(50, num_classes, stem_kernel_size, recompute)
 
 
-def rednet101(num_classes: int = 1000, stem_kernel_size: int = 7) -> ImageClassifier:
+def rednet101(num_classes: int = 1000, stem_kernel_size: int = 7, recompute: bool = True) -> ImageClassifier:
     """RedNet-101, stages (3, 4, 23, 3): 25,653,670 parameters (25,652,950 with the 3x3 stem)."""
-    return rednet(101, num_classes, stem_kernel_size)
+    return rednet(101, num_classes, stem_kernel_size, recompute)
 
 
-def rednet152(num_classes: int = 1000, stem_kernel_size: int = 7) -> ImageClassifier:
+def rednet152(num_classes: int = 1000, stem_kernel_size: int = 7, recompute: bool = True) -> ImageClassifier:
     """RedNet-152, stages (3, 8, 36, 3): 33,985,302 parameters (33,984,582 with the 3x3 stem)."""
-    return rednet(152, num_classes, stem_kernel_size)
+    return rednet(152, num_classes, stem_kernel_size, recompute)
 
 
 class CheckpointMismatchError(RuntimeError):
