@@ -849,8 +849,8 @@ QUESTIONS: Dict[str, Question] = {
         answer=eager_bytes_ratio(),
         rtol=0.01,
         explanation="Per pixel and sample, eager moves 49 * (64 + 4 + 2 * 64) = 9604 values; one pass moves "
-                    "64 + 4 * 49 + 64 = 324: about 29.6 times fewer. A memory-bound kernel's time follows its "
-                    "bytes, so one pass is the first thing to win, before any clever arithmetic.",
+                    "64 + 4 * 49 + 64 = 324: about 29.6 times fewer. Where a kernel's time is set by its "
+                    "memory traffic, it follows these bytes: one pass is the first thing to win.",
         mistakes=[
             (49 * (2 * 64 + 4) / 324, "you left out one side of the accumulator: addcmul_ reads the output AND "
                                       "writes it back at every tap (2C values per tap)"),
