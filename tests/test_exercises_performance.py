@@ -454,6 +454,17 @@ def test_offsets_refuse_run_time_routes(source, needle, capsys, tmp_path):
     assert_rejects(check_involution_offsets, module_route(tmp_path, source, "f"), capsys, "your function call", needle)
 
 
+def test_offsets_refuse_a_detour_through_numpy(capsys):
+    def in_numpy(x, kernels, stride, padding, dilation):
+        import numpy as np
+
+        xp = np.zeros((x.shape[0], x.shape[1], x.shape[2] + 2 * padding, x.shape[3] + 2 * padding))
+        xp[..., padding : padding + x.shape[2], padding : padding + x.shape[3]] = x.numpy()
+        return involution_offsets(x, kernels, stride, padding, dilation)
+
+    assert_rejects(check_involution_offsets, in_numpy, capsys, "your function call", "numpy")
+
+
 def test_offsets_time_limit(capsys):
     assert_times_out(check_involution_offsets, exec_route("def f(*a):\n    k = 0\n    while k < 10:\n        k + 2", "f"),
                      capsys)
