@@ -63,8 +63,13 @@ One build at a time. An inter-process lock (``fcntl.flock`` on ``build.lock`` in
 is held around check-build-install: a process that finds a build in progress waits for it and
 loads its result, so 30 students opening the same notebook on one server compile once. A failed
 or timed-out build (``$INVOLUTION_EDU_BUILD_TIMEOUT`` seconds, default 900) is recorded in a
-``.failed`` file next to it, reported by :func:`native_error`, and not retried until that file
-is deleted.
+``.failed`` file next to it (the cause, the time, the compiler's and torch's versions) and
+reported by :func:`native_error`. Whether a later process tries again depends on the cause
+(:func:`_retry_reason`): a failure of the environment (disk full, quota, out of memory, a
+compiler killed by a signal; :data:`RETRY_TRANSIENT_SECONDS`) is retried a minute later; a
+timeout once the time limit is raised or a day later; a genuine compile error (the compiler
+rejected the source or the flags) stays cached until the compiler or torch changes version or a
+week has passed (:data:`MAX_RECORD_AGE_SECONDS`). Deleting the ``.failed`` file retries at once.
 
 If there is no compiler or the build fails (the source uses GCC's vector extensions),
 :func:`native_available` returns ``False``, :func:`native_error` says why, and
@@ -145,6 +150,30 @@ BUILD_TIMEOUT_ENV = "INVOLUTION_EDU_BUILD_TIMEOUT"
 DEFAULT_BUILD_TIMEOUT = 900.0
 """Seconds a build may take before it is stopped and recorded as failed (a build takes a few
 seconds on an idle 2-core machine, and several times that on a busy one)."""
+
+RETRY_TRANSIENT_SECONDS = 60.0
+"""A build that failed because of its environment (disk full, quota, memory) is retried by a process
+that starts at least this long after it (not at once, so that 30 notebooks starting together on a
+full disk do not rebuild 30 times)."""
+
+RETRY_TIMEOUT_SECONDS = 24 * 3600.0
+"""A timed-out build is retried after a day, or at once by a process with a longer time limit."""
+
+MAX_RECORD_AGE_SECONDS = 7 * 24 * 3600.0
+"""Any failure record, a genuine compile error included, is retried after a week."""
+
+FAILED_RECORD_VERSION = 1
+
+# Compiler messages of a failure of the machine, not of the source (GCC and Clang wording).
+_TRANSIENT_MESSAGES = (
+    "no space left on device", "disk quota exceeded", "cannot allocate memory", "out of memory",
+    "virtual memory exhausted", "memory exhausted", "resource temporarily unavailable", "killed signal terminated program",
+    "too many open files", "input/output error", "read-only file system", "error writing to", "text file busy",
+)
+_TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "ENOMEM", "EAGAIN", "EINTR", "EMFILE", "ENFILE", "EIO",
+                                      "EROFS", "ETXTBSY", "EBUSY") if hasattr(errno, name)
+)
 
 _ESTIMATE_SECONDS = 10.0  # a first guess when no build was timed in this cache yet (3-4 s idle, 15 s busy)
 
@@ -374,39 +403,66 @@ def _estimate(dir_fd: int, kind: str) -> float:
         return _ESTIMATE_SECONDS
 
 
-def _build(dir_fd: int, directory: Path, compiler: str, kind: str, flags: list, name: str) -> Tuple[Optional[str], float]:
-    """Compile the source into ``name`` in the cache and record its checksum; ``(error or None, seconds)``.
+def _failure_cause(returncode: Optional[int] = None, stderr: str = "", error: Optional[BaseException] = None) -> str:
+    """``"transient"`` (the machine: disk, quota, memory, a signal), ``"timeout"`` or ``"compile"``
+    (the compiler rejected the source or the flags) for a failed build."""
+    if isinstance(error, subprocess.TimeoutExpired):
+        return "timeout"
+    if isinstance(error, OSError):
+        return "transient" if error.errno in _TRANSIENT_ERRNOS else "compile"
+    if returncode is not None and returncode < 0:  # killed by a signal (the OOM killer, a user)
+        return "transient"
+    text = stderr.lower()
+    if any(message in text for message in _TRANSIENT_MESSAGES):
+        return "transient"
+    return "compile"
+
+
+def _build(dir_fd: int, directory: Path, compiler: str, kind: str, flags: list, name: str) -> Tuple[Optional[str], float, str]:
+    """Compile the source into ``name`` in the cache and record its checksum;
+    ``(error or None, seconds, cause)`` with the cause of a failure (:func:`_failure_cause`).
 
     Called with the cache's build lock held. The library appears under its name only when complete
     (atomic rename), and the checksum record is written after it.
     """
     stem = f".build.{os.getpid()}.{threading.get_ident()}"
     source, output = stem + ".cpp", stem + ".so"
-    fd = _open_in(dir_fd, source, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, KERNEL_SOURCE.encode("utf-8"))
-    finally:
-        os.close(fd)
-    command = [compiler, *flags, str(directory / source), "-o", str(directory / output)]
-    timeout = _build_timeout()
     start = time.perf_counter()
     try:
+        fd = _open_in(dir_fd, source, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            data = KERNEL_SOURCE.encode("utf-8")
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "short write (disk full?)")
+        finally:
+            os.close(fd)
+    except OSError as error:  # a full disk fails here already
+        try:
+            os.unlink(source, dir_fd=dir_fd)
+        except OSError:
+            pass
+        return f"writing the source {directory / source} failed: {error}", time.perf_counter() - start, _failure_cause(error=error)
+    command = [compiler, *flags, str(directory / source), "-o", str(directory / output)]
+    timeout = _build_timeout()
+    try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return f"`{' '.join(command)}` timed out after {timeout:.0f} s (${BUILD_TIMEOUT_ENV} sets the limit)", timeout
+    except subprocess.TimeoutExpired as error:
+        return (f"`{' '.join(command)}` timed out after {timeout:.0f} s (${BUILD_TIMEOUT_ENV} sets the limit)", timeout,
+                _failure_cause(error=error))
     except OSError as error:
-        return f"`{' '.join(command)}` failed to run: {error}", time.perf_counter() - start
+        return f"`{' '.join(command)}` failed to run: {error}", time.perf_counter() - start, _failure_cause(error=error)
     finally:
         os.unlink(source, dir_fd=dir_fd)
         seconds = time.perf_counter() - start
     try:
         if result.returncode != 0:
-            return f"`{' '.join(command)}` failed (exit status {result.returncode}):\n{result.stderr.strip()[-2000:]}", seconds
+            return (f"`{' '.join(command)}` failed (exit status {result.returncode}):\n{result.stderr.strip()[-2000:]}",
+                    seconds, _failure_cause(result.returncode, result.stderr))
         fd = _open_in(dir_fd, output, os.O_RDONLY)
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode) or info.st_uid != _expected_uid():
-                return f"the compiler's output {directory / output} is not a file of yours", seconds
+                return f"the compiler's output {directory / output} is not a file of yours", seconds, "compile"
             os.fchmod(fd, 0o600)
             record = f"{_checksum_fd(fd)} {info.st_size}\n"
         finally:
@@ -414,12 +470,85 @@ def _build(dir_fd: int, directory: Path, compiler: str, kind: str, flags: list, 
         os.replace(output, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)  # atomic: whole file or nothing
         _write_atomic(dir_fd, name + ".sha256", record)  # after the library is in place
         _write_atomic(dir_fd, f"last_build_seconds.{kind}", f"{seconds:.1f}\n")
-        return None, seconds
+        return None, seconds, ""
     finally:
         try:
             os.unlink(output, dir_fd=dir_fd)
         except FileNotFoundError:
             pass
+
+
+def _toolchain_fingerprint(compiler: str) -> str:
+    """What a failure record is tied to beyond the library's name (which hashes the compiler's path):
+    the compiler's real file (resolved through symbolic links) with its size and modification time,
+    so an upgrade in place counts as a different compiler, and the torch and Python versions. Read
+    with ``os.stat``: running the compiler for its version would cost a process per check."""
+    try:
+        real = os.path.realpath(compiler)
+        info = os.stat(real)
+        compiler_id = f"{real} ({info.st_size} bytes, modified {int(info.st_mtime)})"
+    except OSError:
+        compiler_id = f"{compiler} (not found)"
+    return f"{compiler_id} | torch {torch.__version__} | python {platform.python_version()}"
+
+
+def _failure_record(problem: str, cause: str, fingerprint: str, timeout: float, now: Optional[float] = None) -> str:
+    """The text of a ``.failed`` file: a JSON header line (cause, time, fingerprint, time limit), then the message."""
+    import json
+
+    header = dict(record=FAILED_RECORD_VERSION, cause=cause, time=time.time() if now is None else now,
+                  fingerprint=fingerprint, timeout=timeout)
+    return json.dumps(header) + "\n" + problem.strip() + "\n"
+
+
+def _parse_failure_record(text: str, mtime: float) -> dict:
+    """``{"cause", "time", "fingerprint", "timeout", "message"}`` of a ``.failed`` file. A record of an
+    older version (the message alone) gets its cause from the message and its time from the file."""
+    import json
+
+    first, _, rest = text.partition("\n")
+    try:
+        header = json.loads(first) if first.startswith("{") else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("record") != FAILED_RECORD_VERSION:
+        cause = "timeout" if "timed out after" in text else _failure_cause(stderr=text)
+        return dict(cause=cause, time=mtime, fingerprint=None, timeout=None, message=text.strip())
+    return dict(cause=str(header.get("cause", "compile")), time=float(header.get("time", mtime)),
+                fingerprint=header.get("fingerprint"), timeout=header.get("timeout"), message=rest.strip())
+
+
+def _retry_reason(record: dict, now: float, fingerprint: str, timeout: float) -> Optional[str]:
+    """Why a recorded failure should be tried again now, or ``None`` to keep it (see the module docstring)."""
+    age = max(0.0, now - record["time"])
+    if record["fingerprint"] is not None and record["fingerprint"] != fingerprint:
+        return f"the toolchain changed since (was: {record['fingerprint']}; now: {fingerprint})"
+    if age >= MAX_RECORD_AGE_SECONDS:
+        return f"the record is {age / 86400:.0f} days old"
+    if record["cause"] == "transient" and age >= RETRY_TRANSIENT_SECONDS:
+        return "it failed because of the machine (disk, memory), not the source"
+    if record["cause"] == "timeout":
+        if record["timeout"] is not None and timeout > float(record["timeout"]):
+            return f"the time limit is now {timeout:.0f} s (it was {float(record['timeout']):.0f} s)"
+        if age >= RETRY_TIMEOUT_SECONDS:
+            return f"it timed out {age / 3600:.0f} hours ago"
+    return None
+
+
+def _when_retried(record: dict, now: float) -> str:
+    age = max(0.0, now - record["time"])
+    if record["cause"] == "transient":
+        return f"a failure of the machine: retried {max(0.0, RETRY_TRANSIENT_SECONDS - age):.0f} s from now"
+    if record["cause"] == "timeout":
+        return f"a timeout: retried with a longer ${BUILD_TIMEOUT_ENV} or {max(0.0, RETRY_TIMEOUT_SECONDS - age) / 3600:.0f} h from now"
+    return "a compile error: retried when the compiler or torch changes version, or after a week"
+
+
+def _record_mtime(dir_fd: int, name: str) -> float:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mtime
+    except OSError:
+        return time.time()
 
 
 class _BuildLock:
@@ -539,8 +668,14 @@ def _load_from(info: dict, dir_fd: int, directory: Path, compiler: str):
             name = _library_name(compiler, flags)
             failed = _read_small(dir_fd, name + ".failed")
             if failed is not None:
-                errors.append(f"the {kind} build failed earlier (recorded in {directory / (name + '.failed')}; delete it to retry): {failed.strip()}")
-                continue
+                now = time.time()
+                record = _parse_failure_record(failed, _record_mtime(dir_fd, name + ".failed"))
+                reason = _retry_reason(record, now, _toolchain_fingerprint(compiler), timeout)
+                if reason is None:
+                    errors.append(f"the {kind} build failed earlier (recorded in {directory / (name + '.failed')}; "
+                                  f"delete it to retry; {_when_retried(record, now)}): {record['message']}")
+                    continue
+                info.setdefault("retried", []).append(f"{directory / (name + '.failed')}: {reason}")
             seconds = None
             fd, why = _open_verified(dir_fd, name)
             if fd is None:
@@ -548,15 +683,24 @@ def _load_from(info: dict, dir_fd: int, directory: Path, compiler: str):
                     info.setdefault("rebuilt", []).append(f"{directory / name}: {why}")
                 estimate = _estimate(dir_fd, kind)
                 print(f"compiling the involution kernel (first use, ~{estimate:.0f} s)…", file=sys.stderr, flush=True)
-                problem, seconds = _build(dir_fd, directory, compiler, kind, flags, name)
+                problem, seconds, cause = _build(dir_fd, directory, compiler, kind, flags, name)
                 if problem is not None:
-                    _write_atomic(dir_fd, name + ".failed", problem + "\n")
+                    try:
+                        _write_atomic(dir_fd, name + ".failed",
+                                      _failure_record(problem, cause, _toolchain_fingerprint(compiler), timeout))
+                    except OSError:  # the disk is full even for the record: the next process simply tries again
+                        pass
                     errors.append(f"the {kind} build failed: {problem}")
                     continue
                 fd, why = _open_verified(dir_fd, name)
                 if fd is None:
                     errors.append(f"{directory / name} was just built but fails its check: {why}")
                     continue
+            if failed is not None:  # a retried record, now built (or found built by another process)
+                try:
+                    os.unlink(name + ".failed", dir_fd=dir_fd)
+                except FileNotFoundError:
+                    pass
             try:
                 library = _dlopen_fd(fd, directory, name)
             finally:
@@ -600,7 +744,7 @@ def native_build_info() -> dict:
     loaded), ``kind`` (``"optimised"``, ``"fallback"`` or ``"custom"`` flags), ``flags``,
     ``compiler``, ``compile_seconds`` (``None`` when loaded from the cache), and ``note`` / ``rebuilt``
     when something unusual happened (a fallback build, a private temporary cache, a corrupted
-    library rebuilt). Empty keys are left out."""
+    library rebuilt), ``retried`` (failure records tried again, and why). Empty keys are left out."""
     load_native()
     return dict(_info)
 

@@ -321,3 +321,98 @@ def test_the_source_is_package_data():
     assert 'extern "C"' in native.KERNEL_SOURCE and f"return {native.ABI_VERSION};" in native.KERNEL_SOURCE
     pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     assert '[tool.setuptools.package-data]\ninvolution_edu = ["csrc/*.cpp"]' in pyproject
+
+
+# ------------------------------------------------------------------ failure records: retried when the cause may have passed
+
+
+def _rewrite_record(path: Path, **changes) -> dict:
+    header_line, _, message = path.read_text().partition("\n")
+    header = json.loads(header_line)
+    header.update(changes)
+    path.write_text(json.dumps(header) + "\n" + message)
+    return header
+
+
+def test_a_full_disk_is_retried_once_there_is_space_and_the_record_goes(tmp_path):
+    """The build fails with the compiler's own ENOSPC message (no real disk is filled); a process a
+    minute later, with space again, rebuilds and removes the record."""
+    full = tmp_path / "DISK_IS_FULL"
+    full.write_text("")
+    log = tmp_path / "runs.log"
+    log.write_text("")
+    compiler = tmp_path / "disk-g++"
+    compiler.write_text(
+        "#!/bin/sh\n"
+        f'if [ -e "{full}" ]; then echo "cc1plus: fatal error: error writing to /tmp/ccQ.s: No space left on device" >&2; exit 1; fi\n'
+        f'echo run >> "{log}"\nexec "{shutil.which("g++")}" "$@"\n'
+    )
+    compiler.chmod(0o755)
+    env = {"CXX": str(compiler), **CHEAP}
+    cache = tmp_path / "cache"
+    first, soon = scenarios(dict(cache=cache, env=env), dict(cache=cache, env=env))
+    assert first["available"] is False and "No space left on device" in first["error"]
+    (record,) = cache.glob("*.failed")
+    header = json.loads(record.read_text().splitlines()[0])
+    assert header["cause"] == "transient" and header["record"] == 1
+    assert soon["available"] is False and "failure of the machine: retried" in soon["error"]  # not within the minute
+    full.unlink()
+    _rewrite_record(record, time=header["time"] - 120)
+    (later,) = scenarios(dict(cache=cache, env=env))
+    assert later["available"] is True, later["error"]
+    assert runs(log) == 1 and not record.exists()
+    assert "not the source" in " ".join(later["info"]["retried"])
+
+
+def test_a_genuine_compile_error_stays_cached_until_the_toolchain_changes(tmp_path, counting_compiler):
+    wrapper, log = counting_compiler
+    bad = {"CXX": str(wrapper), "INVOLUTION_EDU_NATIVE_FLAGS": "-O0 --no-such-option"}
+    cache = tmp_path / "cache"
+    before = runs(log)
+    (failed,) = scenarios(dict(cache=cache, env=bad))
+    assert failed["available"] is False and runs(log) == before + 1
+    (record,) = cache.glob("*.failed")
+    header = _rewrite_record(record, time=json.loads(record.read_text().splitlines()[0])["time"] - 6 * 3600)
+    assert header["cause"] == "compile"
+    (kept,) = scenarios(dict(cache=cache, env=bad))  # six hours later: still the same compiler, still cached
+    assert kept["available"] is False and "failed earlier" in kept["error"] and "a compile error" in kept["error"]
+    assert runs(log) == before + 1
+    _rewrite_record(record, fingerprint="g++ (an older release) 9.0 | torch 1.0 | python 3.8")
+    (retried,) = scenarios(dict(cache=cache, env=bad))  # a compiler upgrade: tried again (and fails again)
+    assert runs(log) == before + 2 and "toolchain changed" in " ".join(retried["info"]["retried"])
+    assert json.loads(record.read_text().splitlines()[0])["fingerprint"] == header["fingerprint"]
+
+
+def test_failure_causes_and_retry_rules(monkeypatch):
+    import errno
+    import subprocess as sp
+
+    from involution_edu import native
+
+    assert native._failure_cause(1, "cc1plus: fatal error: error writing to /tmp/x.s: No space left on device") == "transient"
+    assert native._failure_cause(1, "g++: fatal error: Killed signal terminated program cc1plus") == "transient"
+    assert native._failure_cause(-9, "") == "transient"
+    assert native._failure_cause(error=OSError(errno.ENOSPC, "No space left on device")) == "transient"
+    assert native._failure_cause(error=sp.TimeoutExpired(["g++"], 1)) == "timeout"
+    assert native._failure_cause(1, "involution.cpp:3:1: error: 'foo' was not declared in this scope") == "compile"
+    assert native._failure_cause(1, "g++: error: unrecognized command-line option '--no-such-option'") == "compile"
+    now, fingerprint = 1e9, "g++ 12 | torch 2 | python 3"
+
+    def record(cause, age, **extra):
+        return dict(cause=cause, time=now - age, fingerprint=fingerprint, timeout=900.0, message="m", **extra)
+
+    retry = native._retry_reason
+    assert retry(record("transient", 5), now, fingerprint, 900.0) is None
+    assert "machine" in retry(record("transient", 61), now, fingerprint, 900.0)
+    assert retry(record("timeout", 3600), now, fingerprint, 900.0) is None
+    assert "time limit is now 1800 s" in retry(record("timeout", 3600), now, fingerprint, 1800.0)
+    assert "hours ago" in retry(record("timeout", 25 * 3600), now, fingerprint, 900.0)
+    assert retry(record("compile", 6 * 86400), now, fingerprint, 900.0) is None
+    assert "days old" in retry(record("compile", 8 * 86400), now, fingerprint, 900.0)
+    assert "toolchain changed" in retry(record("compile", 60), now, "g++ 13 | torch 2 | python 3", 900.0)
+    # a record of the previous version (the message alone): the cause from the message, the time from the file
+    legacy = native._parse_failure_record("`g++ ...` failed (exit status 1):\nNo space left on device\n", mtime=now - 120)
+    assert legacy["cause"] == "transient" and legacy["time"] == now - 120 and legacy["fingerprint"] is None
+    assert retry(legacy, now, fingerprint, 900.0) is not None
+    kept = native._parse_failure_record("`g++ ...` failed (exit status 1):\nerror: expected ';'\n", mtime=now - 120)
+    assert kept["cause"] == "compile" and retry(kept, now, fingerprint, 900.0) is None
