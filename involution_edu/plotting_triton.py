@@ -36,7 +36,7 @@ def plot_program_grid(program_of_pixel: np.ndarray, block_p: int, axes=None):
     programs = -(-n // block_p)
     colours = _colours(programs)
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(8.0, 2.8), layout="constrained",
+        _, axes = plt.subplots(1, 2, figsize=(9.5, 3.2), layout="constrained",
                                gridspec_kw={"width_ratios": [out_w, block_p * 0.9]})
     left, right = axes
     for i in range(out_h):

@@ -23,13 +23,14 @@ Exercises checked here::
 How a kernel is judged. The checker launches it (under Triton's interpreter when the kernel was
 defined with ``TRITON_INTERPRET=1``, else on the GPU) on named cases, then on hidden random cases
 (shapes, strides, dilations, groups, BLOCK_C and BLOCK_P drawn afresh for every call), and
-compares with :func:`~involution_edu.reference.involution_loops` (or autograd). Every tensor it
+compares with :func:`~involution_edu.reference.involution_loops` (or loops, for the gradient). Every tensor it
 hands over sits in the middle of a buffer three times its size whose two outer thirds are
 *poisoned* (NaN), and the output starts as NaN. Under the interpreter a :class:`MemoryWatch`
 also checks every load and store before it happens: a lane that the mask lets through and whose
 address lies outside its tensor is named ("a load reads past the end of x: is its mask
 missing?"), with the learner's line, even when that lane is never stored; a store outside the
-output is refused before it writes. The run-time guard (:class:`~.guard.Rule`) refuses the
+output is refused before it writes. A kernel compiled for a GPU runs unwatched: there only the poison
+that reaches the output (and stores into the poison) can be seen. The run-time guard (:class:`~.guard.Rule`) refuses the
 library's kernels and the checkers' oracles, however they are reached.
 
 Importing this module does not import ``triton``.
@@ -489,6 +490,9 @@ def diagnose_forward_kernel(kernel: Any) -> Any:
     for a kernel shown in the notebook to be diagnosed, not graded."""
     import os
 
+    if _kernel_problem(kernel) is None and not _interpreted(kernel):
+        print("… this kernel is compiled for the GPU: the checker sees only the poison that reaches the output, "
+              "not the loads themselves; run the notebook with TRITON_INTERPRET=1 to watch every load.")
     saved = {name: os.environ.pop(name, None) for name in ("NBGRADER_EXECUTION", "INVOLUTION_EDU_RAISE_ON_FAIL")}
     try:
         return check_involution_forward_kernel(kernel)
@@ -649,6 +653,19 @@ def _has_nan(value: Any) -> bool:
 # --- the wrapper: the learner's own launch ------------------------------------------------------
 
 
+def _wrapper_device() -> str:
+    """Where the wrapper's inputs live: the CPU under the interpreter (or without a GPU), else the GPU."""
+    import torch
+
+    try:
+        import triton
+
+        interpret = bool(triton.knobs.runtime.interpret)
+    except Exception:
+        interpret = True
+    return "cuda" if torch.cuda.is_available() and not interpret else "cpu"
+
+
 def _wrapper_inputs(seed: int, batch: int, groups: int, cg: int, height: int, width: int, k: int, stride: int,
                     padding: int, dilation: int, layout: str):
     """float32 torch ``(x, kernels)``; ``layout`` "contiguous", "x transposed" or "kernels transposed" (a view
@@ -657,7 +674,8 @@ def _wrapper_inputs(seed: int, batch: int, groups: int, cg: int, height: int, wi
 
     x, kernels = random_involution_inputs(seed, batch, groups * cg, height, width, k, stride, padding, dilation,
                                           groups)
-    xt, kt = torch.from_numpy(x).float(), torch.from_numpy(kernels).float()
+    device = _wrapper_device()
+    xt, kt = torch.from_numpy(x).float().to(device), torch.from_numpy(kernels).float().to(device)
     if layout == "x transposed":
         xt = xt.transpose(2, 3).contiguous().transpose(2, 3)  # same (B, C, H, W) values, column-major planes
     elif layout == "kernels transposed":
