@@ -243,7 +243,8 @@ def test_a_store_outside_the_output_is_refused_before_it_writes(make_kernel, cap
 
 def test_a_store_into_an_input_is_named_as_a_side_effect(make_kernel, capsys):
     body = SOLUTION + "tl.store(x_group + (h * W + w), tap, mask=inside)\n"  # overwrites x
-    assert_rejects(check_involution_forward_kernel, make_kernel(body), capsys, "a store writes into x, which is an input")
+    assert_rejects(check_involution_forward_kernel, make_kernel(body), capsys, "a store writes into x, which is an input",
+                   "your kernel would change its input")
 
 
 def test_an_unfinished_stub_is_not_attempted(make_kernel, capsys):
@@ -390,6 +391,17 @@ def test_grad_x_refuses_the_librarys_kernel(capsys):
         patch.setenv("TRITON_INTERPRET", "1")
         shortcut = triton.jit(triton_backend._grad_x_kernel)
     assert_rejects(check_involution_grad_x_kernel, shortcut, capsys, "write the kernel yourself", "_grad_x_kernel")
+
+
+def test_grad_x_refuses_the_library_reached_at_run_time(make_kernel, capsys):
+    """A grad_x kernel in a helper module that calls the checker's own emulation through a name built at run time."""
+    body = """
+    checker = importlib.import_module("involution_edu.exercises." + "triton")
+    getattr(checker, "emulate_" + "grad_x_kernel")(None, None, H, W, STRIDE, PADDING, DILATION)
+    """
+    skeleton = "import importlib\n" + GRAD_X_SKELETON
+    kernel = make_kernel(textwrap.dedent(body), skeleton=skeleton)
+    assert_rejects(check_involution_grad_x_kernel, kernel, capsys, "your function called", "emulate_grad_x_kernel")
 
 
 def test_grad_x_times_out_on_an_endless_loop(make_kernel, capsys):

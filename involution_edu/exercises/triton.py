@@ -174,8 +174,9 @@ class MemoryWatch:
         where = f" (your line: `{line}`)" if line else ""
         inside = [r for r in self.regions if r.start <= address < r.end]
         if kind == "store" and inside:
-            return (f"a store writes into {inside[0].name}, which is an input: a kernel stores into its output "
-                    f"only; check the store's pointer{where}")
+            return (f"a store writes into {inside[0].name}, which is an input (your kernel would change its "
+                    f"input; the checker stopped it before it wrote): a kernel stores into its output only; check "
+                    f"the store's pointer{where}")
 
         def distance(region: _Region) -> int:
             return region.start - address if address < region.start else address - region.end + 1
