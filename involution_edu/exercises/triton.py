@@ -156,22 +156,24 @@ class MemoryWatch:
             self.events.append((kind, tuple(self._builder.grid_idx), addresses.copy(), lanes.copy(), self._line()))
         if not self.regions:
             return
-        active = addresses[lanes].astype(np.int64)
-        if active.size == 0:
+        if not lanes.any():
             return
+        every = addresses.astype(np.int64)
         size = max(1, ptrs.get_element_ty().primitive_bitwidth // 8)
         targets = [r for r in self.regions if r.writable or kind == "load"]
-        valid = np.zeros(active.shape, dtype=bool)
+        valid = ~lanes
         for region in targets:
-            valid |= (active >= region.start) & (active + size <= region.end)
+            valid = valid | ((every >= region.start) & (every + size <= region.end))
         if valid.all():
             return
-        address = int(active[~valid][0])
-        raise StrayAccess(self._message(kind, address))
+        first = tuple(int(i) for i in np.argwhere(~valid)[0])
+        raise StrayAccess(self._message(kind, int(every[first]), first, tuple(addresses.shape)))
 
-    def _message(self, kind: str, address: int) -> str:
+    def _message(self, kind: str, address: int, lane: Tuple[int, ...] = (), shape: Tuple[int, ...] = ()) -> str:
         line = self._line()
         where = f" (your line: `{line}`)" if line else ""
+        if lane:
+            where += f"; the first such lane is {list(lane)} of the block of shape {list(shape)}"
         inside = [r for r in self.regions if r.start <= address < r.end]
         if kind == "store" and inside:
             return (f"a store writes into {inside[0].name}, which is an input (your kernel would change its "
