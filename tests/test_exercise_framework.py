@@ -686,3 +686,54 @@ def test_outside_grading_a_failure_does_not_raise(monkeypatch):
     monkeypatch.setenv("NBGRADER_EXECUTION", "")
     monkeypatch.delenv("INVOLUTION_EDU_RAISE_ON_FAIL", raising=False)
     assert not run_cases("double", lambda a: a, CASES)
+
+
+# --- the library's own answer handed over as the learner's function ---------------------------
+def _library_answers():
+    from involution_edu import shapes
+    from involution_edu.exercises import module as module_checkers
+    from involution_edu.exercises import rednet as rednet_checkers
+    from involution_edu.exercises import vectorize as vectorize_checkers
+
+    return [
+        (exercises.check_output_size, shapes.output_size, "output_size"),
+        (exercises.check_unfold_total_bytes, vectorize_checkers.unfold_total_bytes_reference,
+         "unfold_total_bytes_reference"),
+        (exercises.check_involution_madds, module_checkers.involution_madds_reference, "involution_madds_reference"),
+        (exercises.check_bottleneck_params, rednet_checkers._bottleneck_params_expected, "_bottleneck_params_expected"),
+        (exercises.check_involution_madds, functools.partial(module_checkers.involution_madds_reference),
+         "involution_madds_reference"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_the_library_answer_itself_is_refused_by_name(index, capsys):
+    checker, answer, name = _library_answers()[index]
+    assert_rejects(checker, answer, capsys, "yourself", name)
+
+
+def test_a_broken_function_the_notebook_hands_out_gets_its_teaching_message(capsys):
+    from involution_edu.exercises.vectorize import involution_unfold_suspect
+
+    out = assert_rejects(exercises.check_involution_unfold, involution_unfold_suspect, capsys, "c % G")
+    assert "the library's own" not in out
+
+
+def test_a_checker_wrapper_around_the_learner_function_is_not_mistaken_for_the_library(capsys):
+    from involution_edu.exercises.framework import _library_answer
+    from involution_edu.exercises.module import _without_grad
+
+    def learner(x, module):
+        return x
+
+    assert _library_answer(_without_grad(learner)) is None
+    assert _library_answer(learner) is None
+    assert _library_answer(print) is None
+
+
+def test_an_oracle_that_passes_every_case_is_refused_at_the_end(capsys):
+    from involution_edu.exercises.performance import check_involution_backward, involution_backward_reference
+
+    out = assert_rejects(check_involution_backward, involution_backward_reference, capsys,
+                         "your function is", "involution_backward_reference", "the library's own")
+    assert "✓" not in out

@@ -642,11 +642,11 @@ def test_backward_refuses_run_time_routes(source, needle, capsys, tmp_path):
 
 
 def test_backward_refuses_the_oracle_directly(capsys):
-    assert_rejects(check_involution_backward, involution_backward_reference, capsys, "your function is",
+    assert_rejects(check_involution_backward, involution_backward_reference, capsys, "yourself",
                    "involution_backward_reference")
     from involution_edu.functional import involution_unfold
 
-    assert_rejects(check_involution_offsets, involution_unfold, capsys, "your function is", "involution_unfold")
+    assert_rejects(check_involution_offsets, involution_unfold, capsys, "yourself", "involution_unfold")
 
 
 def test_backward_random_cases_fail_a_memorised_table(capsys):

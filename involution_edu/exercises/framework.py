@@ -802,6 +802,31 @@ def find_shortcuts(candidate: Any, forbidden: Sequence[Any], *, library: bool = 
 # Running the cases
 # --------------------------------------------------------------------------------------------
 
+def _library_answer(candidate: Any, allowed: Sequence[Any] = ()) -> Optional[str]:
+    """The name of the ``involution_edu`` function that ``candidate`` is (the library's answer or a
+    checker's oracle handed over as the learner's function), seen through partials, bound methods
+    and the checkers' own ``functools.wraps`` wrappers; ``None`` for anything else, and for what the
+    exercise allows (a broken function it hands out to be fixed is judged by the cases)."""
+    target = candidate
+    for _ in range(8):
+        inner = getattr(target, "func", None) if isinstance(target, functools.partial) else \
+            getattr(target, "__func__", None) or getattr(target, "__wrapped__", None)
+        if inner is None or inner is target:
+            break
+        target = inner
+    module = str(getattr(target, "__module__", "") or "")
+    qualname = str(getattr(target, "__qualname__", None) or getattr(target, "__name__", "?"))
+    if not isinstance(target, (types.FunctionType, types.BuiltinFunctionType, type)) or \
+            not (module == "involution_edu" or module.startswith("involution_edu.")):
+        return None
+    if "<locals>" in qualname and module.startswith(__name__.rsplit(".", 1)[0] + "."):
+        return None  # a wrapper a checker made around the learner's function (the guard watches inside it)
+    code = getattr(target, "__code__", None)
+    if any(target is a or _same(target, a) or (code is not None and code is a) for a in allowed):
+        return None
+    return f"{module}.{qualname}"
+
+
 def _raise_above_code(candidate: Any) -> bool:
     """True when the candidate's source has ``raise NotImplementedError`` above more code."""
     try:
@@ -1019,6 +1044,9 @@ def _run(say: _Say, title: str, candidate: Any, cases: Sequence[Case], rule: Opt
     rule = _build_rule(rule, forbidden, what)
     compiled = _guard.compile_rule(rule)
     if compiled is not None:
+        # The library's own function handed over whole: judged by the cases first (a broken function
+        # the notebook hands out to be fixed gets its teaching message), refused by name if it passes.
+        own = _library_answer(candidate, compiled.allowed_keep) if compiled.library else None
         hits = find_shortcuts(candidate, _static_targets(compiled), library=compiled.library,
                               allow=compiled.allowed_keep)
         if hits:
@@ -1099,6 +1127,10 @@ def _run(say: _Say, title: str, candidate: Any, cases: Sequence[Case], rule: Opt
             drawn = random_cases(np.random.default_rng(seed))
             hidden.extend(drawn or ())
     extra = f" and {len(hidden)} random cases" if hidden else ""
+    if compiled is not None and own is not None:
+        say(f"✗ {title}: this exercise asks you to write {compiled.what} yourself; your function is {own}, "
+            "the library's own.")
+        return False
     say(f"✓ {title}: all {len(fixed)} cases{extra} pass.")
     return True
 

@@ -497,7 +497,9 @@ class CompiledRule:
             if name:
                 self.method_names.setdefault(name, []).append((obj, label))
 
-    def _allow(self, obj: Any) -> None:
+    def _allow(self, obj: Any, unless_forbidden: bool = False) -> None:
+        """Allow ``obj`` (with a class: all its methods; with ``unless_forbidden``, all but those the
+        rule names, so a model handed to the learner does not unlock its own forbidden forward)."""
         self.allowed_keep.append(obj)
         if isinstance(obj, type):
             for klass in obj.__mro__:
@@ -506,6 +508,8 @@ class CompiledRule:
                 for value in vars(klass).values():
                     value = _unwrap(value)
                     if isinstance(value, types.FunctionType):
+                        if unless_forbidden and id(value.__code__) in self.codes:
+                            continue
                         self.allowed_keep.append(value.__code__)
                         self.allowed_codes.add(id(value.__code__))
             return
@@ -544,7 +548,7 @@ class CompiledRule:
                 if torch is not None and isinstance(value, torch.nn.Module):
                     for module in value.modules():
                         if type(module).__module__.startswith("involution_edu"):
-                            self._allow(type(module))
+                            self._allow(type(module), unless_forbidden=True)
             except Exception:
                 continue
 

@@ -226,6 +226,8 @@ class _NoShortcutInvolution(Involution):
         raise RuntimeError("this exercise asks you to write the kernel generation yourself: "
                            "module.reduced_features is switched off here")
 
+    _reduce = reduced_features
+
     def generate_kernels(self, x):  # type: ignore[override]
         raise RuntimeError("this exercise asks you to write the kernel generation yourself: "
                            "module.generate_kernels is switched off here")
@@ -330,8 +332,7 @@ def check_fixed_involution(fixed_involution: Callable[..., object]):
     ]
     cases = [_fixed_case(*row) for row in table]
     forbid = [Involution.forward, Involution.generate_kernels, involution, involution_unfold, involution_loops]
-    if hasattr(Involution, "reduced_features"):
-        forbid.append(Involution.reduced_features)
+    forbid += [getattr(Involution, name) for name in ("reduced_features", "_reduce") if hasattr(Involution, name)]
     return _run("fixed_involution", _without_grad(fixed_involution), cases, what="the fixed forward pass",
                 forbid=forbid, families=["involution"], allow=[stride_pool, ConvNormAct.forward, broken_involution],
                 random_cases=_random_fixed)

@@ -40,7 +40,6 @@ from typing import Callable, List, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..memory import peak_extra_memory
 from ..reference import involution_loops
@@ -102,24 +101,6 @@ def _near_whole(bound: Optional[Fraction]) -> bool:
     if bound is None:
         return False
     return abs(bound - round(bound)) <= Fraction(1, 10**6) * max(1, abs(bound))
-
-
-def _library_candidate(title: str, candidate: object, what: str):
-    """A refusal Verdict when ``candidate`` itself is a function of ``involution_edu`` (the library's answer
-    or this module's oracle passed as the learner's function), else None."""
-    target = candidate
-    for _ in range(8):
-        inner = getattr(target, "func", None) or getattr(target, "__func__", None) or getattr(target, "__wrapped__", None)
-        if inner is None or inner is target:
-            break
-        target = inner
-    module = str(getattr(target, "__module__", "") or "")
-    if not module.startswith("involution_edu"):
-        return None
-    line = (f"✗ {title}: this exercise asks you to write {what} yourself; your function is "
-            f"{module}.{getattr(target, '__qualname__', getattr(target, '__name__', '?'))}, the library's own.")
-    print(line)
-    return _framework._finish(False, [line])
 
 
 def _intensity_case(name: str, why: str, k: int, target: Fraction, dtype_bytes: int) -> Case:
@@ -196,9 +177,6 @@ def check_group_channels_for_intensity(group_channels_for_intensity: Callable[..
     ``fractions`` and torch arithmetic are fine.
     """
     what = "the bound on C/G from the intensity formula"
-    refused = _library_candidate("group_channels_for_intensity", group_channels_for_intensity, what)
-    if refused is not None:
-        return refused
     cases = [_intensity_case(*row) for row in _INTENSITY_CASES]
     rule = Rule(what)
     return run_cases("group_channels_for_intensity", group_channels_for_intensity, cases, rule=rule,
@@ -329,9 +307,6 @@ def check_involution_offsets(involution_offsets_student: Callable[..., object]):
     memory case: it may hold at most :data:`OFFSETS_MEMORY_LIMIT` output-sized tensors at its peak.
     """
     title, what = "involution_offsets_student", "the offset loop (with no padded copy of x)"
-    refused = _library_candidate(title, involution_offsets_student, what)
-    if refused is not None:
-        return refused
     cases = [_offsets_case(name, why, seed, *geometry) for seed, (name, why, *geometry) in enumerate(_OFFSET_CASES)]
     rule = Rule(what, families=["unfold", "convolution"], forbid=list(_PADDING_FUNCTIONS))
     buffer = io.StringIO()
@@ -505,9 +480,6 @@ def check_involution_backward(involution_backward_student: Callable[..., object]
     exercise 2) are the learner's to reuse.
     """
     what = "the two gradients by hand (the index bookkeeping of the backward pass)"
-    refused = _library_candidate("involution_backward_student", involution_backward_student, what)
-    if refused is not None:
-        return refused
     cases = [_backward_case(name, why, seed, *rest) for seed, (name, why, *rest) in enumerate(_BACKWARD_CASES)]
     rule = Rule(what, families=["autograd", "unfold", "convolution"])
     return run_cases("involution_backward_student", involution_backward_student, cases, rule=rule,
