@@ -130,8 +130,10 @@ def stride_pool(x: torch.Tensor, stride: int) -> torch.Tensor:
     # involution, so that torch.export can prove both grids equal for symbolic H.
     pad_h = ((x.shape[2] - 1) // stride + 1) * stride - x.shape[2]
     pad_w = ((x.shape[3] - 1) // stride + 1) * stride - x.shape[3]
-    no_pad = isinstance(pad_h, int) and isinstance(pad_w, int) and pad_h == 0 and pad_w == 0
-    # a padded copy only where it is needed (F.pad by zero still copies x, and autograd keeps it)
+    # Eagerly, a padded copy only where it is needed (F.pad by zero still copies x, and autograd keeps
+    # it). Traced or compiled, always the pad: a test on symbolic sizes would specialise the graph.
+    traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
+    no_pad = not traced and isinstance(pad_h, int) and isinstance(pad_w, int) and pad_h == 0 and pad_w == 0
     sums = F.avg_pool2d(x if no_pad else F.pad(x, (0, pad_w, 0, pad_h)), stride, stride, divisor_override=1)
     ones = torch.ones_like(x[:1, :1])  # (1, 1, H, W)
     counts = F.avg_pool2d(F.pad(ones, (0, pad_w, 0, pad_h)), stride, stride, divisor_override=1)

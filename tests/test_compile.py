@@ -55,6 +55,39 @@ def test_inductor_gradients_equal_eager_at_odd_sizes_with_stride_2():
     torch.testing.assert_close(grad_x_c, grad_x, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_inductor_trains_a_stride_2_layer_at_a_second_size(channels_last):
+    """Regression (issue 18): with automatic dynamic shapes (the default: the second size recompiles
+    with symbolic H and W), Inductor raised ``ValueRangeError: Invalid ranges [0:-1]`` on the 6-D view
+    of a channels-last ``conv2`` output for a stride-2 layer whose input requires grad; the unfused
+    path now applies a contiguous copy under compile (module.py). Forward and backward against eager
+    mode: channels last on both paths of the module (the fused default and ``return_kernels=True``,
+    where the bug was), contiguous on the default path. Cost: about 20 s per compiled path on a busy
+    2-core machine (Inductor compiles C++ for each graph, twice: both sizes); K=3 and 16 channels
+    already showed the bug (checked with the copy removed)."""
+    torch.manual_seed(0)
+    module = Involution(16, 3, stride=2)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    for return_kernels in ((True, False) if channels_last else (False,)):
+        _fresh()
+        eager = (lambda a: module(a, return_kernels=True)[0]) if return_kernels else module
+        compiled = torch.compile(eager)
+        for height, width in ((8, 9), (11, 12)):  # the second size is traced with dynamic shapes
+            x = torch.randn(2, 16, height, width)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            results = []
+            for run in (compiled, eager):
+                leaf = x.detach().clone().requires_grad_(True)
+                out = run(leaf)
+                out.square().sum().backward()
+                results.append((out.detach(), leaf.grad, module.conv1.conv.weight.grad.clone()))
+                module.zero_grad()
+            for got, want in zip(*results):
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("backend", ["auto", "eager", "native"])
 def test_compiled_module_with_every_backend_equals_eager(backend):
     _fresh()
