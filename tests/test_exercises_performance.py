@@ -74,8 +74,9 @@ def _block(offset, size, out_size, stride):
     return first, last, slice(first * stride + offset, (last - 1) * stride + offset + 1, stride)
 
 
-def involution_offsets(x, kernels, stride, padding, dilation):
-    """The solution: each tap adds into the block of outputs whose pixels lie inside x; no padded copy."""
+def involution_offsets(x, kernels, stride, padding, dilation, *, assign=False):
+    """The solution: each tap adds into the block of outputs whose pixels lie inside x; no padded copy.
+    ``assign=True`` gives the slip of ``=`` for ``+=`` (the last tap overwrites the others)."""
     b, c, h, w = x.shape
     g, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
     xg = x.reshape(b, g, c // g, h, w)
@@ -85,7 +86,11 @@ def involution_offsets(x, kernels, stride, padding, dilation):
         for v in range(k):
             j0, j1, cols = _block(v * dilation - padding, w, out_w, stride)
             if i1 > i0 and j1 > j0:
-                out[..., i0:i1, j0:j1] += kernels[:, :, u, v, i0:i1, j0:j1].unsqueeze(2) * xg[..., rows, cols]
+                product = kernels[:, :, u, v, i0:i1, j0:j1].unsqueeze(2) * xg[..., rows, cols]
+                if assign:
+                    out[..., i0:i1, j0:j1] = product
+                else:
+                    out[..., i0:i1, j0:j1] += product
     return out.reshape(b, c, out_h, out_w)
 
 
@@ -328,17 +333,7 @@ def test_offsets_reject_ignoring_the_stride(capsys):
 
 def test_offsets_reject_assigning_instead_of_adding(capsys):
     def wrong(x, kernels, stride, padding, dilation):
-        b, c, h, w = x.shape
-        g, k, out_h, out_w = kernels.shape[1], kernels.shape[2], kernels.shape[4], kernels.shape[5]
-        xg = x.reshape(b, g, c // g, h, w)
-        out = x.new_zeros(b, g, c // g, out_h, out_w)
-        for u in range(k):
-            i0, i1, rows = _block(u * dilation - padding, h, out_h, stride)
-            for v in range(k):
-                j0, j1, cols = _block(v * dilation - padding, w, out_w, stride)
-                if i1 > i0 and j1 > j0:  # = instead of +=: the last tap overwrites the others
-                    out[..., i0:i1, j0:j1] = kernels[:, :, u, v, i0:i1, j0:j1].unsqueeze(2) * xg[..., rows, cols]
-        return out.reshape(b, c, out_h, out_w)
+        return involution_offsets(x, kernels, stride, padding, dilation, assign=True)
 
     assert_rejects(check_involution_offsets, wrong, capsys, "wrong values")
 

@@ -458,15 +458,19 @@ def _describe_geometry(batch, groups, cg, height, width, k, stride, padding, dil
             f"padding {padding}, dilation {dilation}, BLOCK_C={block_c}, BLOCK_P={block_p}")
 
 
-def _random_forward_cases(rng: np.random.Generator) -> List[Case]:
+def _random_kernel_cases(rng: np.random.Generator, make_case: Any, what: str, count: int = 2) -> List[Case]:
+    """``count`` cases of ``make_case`` on random geometries (shape, groups, K, stride, padding,
+    dilation, block sizes), each with a fresh seed for its tensors."""
     cases = []
-    for _ in range(2):
+    for _ in range(count):
         geometry = _random_geometry(rng)
-        batch, groups, cg, height, width, k, stride, padding, dilation, block_c, block_p = geometry
-        cases.append(_forward_case("random", f"the forward on a random shape: {_describe_geometry(*geometry)}",
-                                   int(rng.integers(2**31)), batch, groups, cg, height, width, k, stride, padding,
-                                   dilation, block_c, block_p))
+        cases.append(make_case("random", f"{what} on a random shape: {_describe_geometry(*geometry)}",
+                               int(rng.integers(2**31)), *geometry))
     return cases
+
+
+def _random_forward_cases(rng: np.random.Generator) -> List[Case]:
+    return _random_kernel_cases(rng, _forward_case, "the forward")
 
 
 def check_involution_forward_kernel(involution_forward: Any) -> Any:
@@ -618,14 +622,7 @@ def _grad_x_case(name: str, why: str, seed: int, batch: int, groups: int, cg: in
 
 
 def _random_grad_x_cases(rng: np.random.Generator) -> List[Case]:
-    cases = []
-    for _ in range(2):
-        geometry = _random_geometry(rng)
-        batch, groups, cg, height, width, k, stride, padding, dilation, block_c, block_p = geometry
-        cases.append(_grad_x_case("random", f"the input gradient on a random shape: {_describe_geometry(*geometry)}",
-                                  int(rng.integers(2**31)), batch, groups, cg, height, width, k, stride, padding,
-                                  dilation, block_c, block_p))
-    return cases
+    return _random_kernel_cases(rng, _grad_x_case, "the input gradient")
 
 
 def check_involution_grad_x_kernel(involution_grad_x: Any) -> Any:
