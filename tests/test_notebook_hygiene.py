@@ -330,3 +330,11 @@ def test_nbval_markers_are_alone_on_their_line(name):
         f"{name}: nbval does not recognise these markers (cell, line): {bad}; write the marker alone on its "
         "line and the reason as a comment on the next line"
     )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_markdown_cells_hold_at_most_300_words(name):
+    """One idea a cell: a markdown cell over 300 words (hints in <details> included) is split."""
+    long = [(index, len(re.findall(r"\w+", "".join(cell.source))))
+            for index, cell in enumerate(load(name).cells) if cell.cell_type == "markdown"]
+    assert [(i, n) for i, n in long if n > 300] == [], f"{name}: markdown cells over 300 words (cell, words)"
