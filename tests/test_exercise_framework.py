@@ -737,3 +737,12 @@ def test_an_oracle_that_passes_every_case_is_refused_at_the_end(capsys):
     out = assert_rejects(check_involution_backward, involution_backward_reference, capsys,
                          "your function is", "involution_backward_reference", "the library's own")
     assert "✓" not in out
+
+
+def test_an_after_check_fails_an_answer_whose_cases_pass(capsys):
+    cases = [Case("one", (2,), 4, "doubling")]
+    verdict = run_cases("double", lambda n: 2 * n, cases, after=lambda: "it printed a secret")
+    out = capsys.readouterr().out
+    assert not verdict and "✗ double: it printed a secret" in out and "✓" not in out
+    assert run_cases("double", lambda n: 2 * n, cases, after=lambda: None)
+    assert not run_cases("double", lambda n: n, cases, after=lambda: pytest.fail("runs only once every case passed"))

@@ -999,7 +999,7 @@ def run_cases(title: str, candidate: Callable[..., Any], cases: Sequence[Case], 
               random_cases: Optional[Callable[[np.random.Generator], Sequence[Case]]] = None,
               time_limit: Optional[float] = None, total_time_limit: Optional[float] = None,
               side_effects: bool = True, forbidden: Sequence[Any] = (), what: str = "",
-              verbose: bool = False) -> Verdict:
+              verbose: bool = False, after: Optional[Callable[[], Optional[str]]] = None) -> Verdict:
     """Run ``candidate`` on every case and print one verdict; returns a :class:`Verdict`.
 
     Args:
@@ -1016,6 +1016,9 @@ def run_cases(title: str, candidate: Callable[..., Any], cases: Sequence[Case], 
         side_effects: check that the inputs, torch's grad mode and default dtype are unchanged.
         forbidden, what: the old API, mapped onto ``Rule(what, forbid=forbidden, library=False)``.
         verbose: print a line for every passing case.
+        after: a last check once every case has passed (a memory measurement, a side effect the
+            exercise explains in its own words): it returns ``None``, or the problem, which fails the
+            answer with "✗ title: problem".
 
     The first failing case stops the run. Never raises because of the learner's answer (under
     grading, see :func:`grading`, a failure raises AssertionError after printing).
@@ -1023,7 +1026,7 @@ def run_cases(title: str, candidate: Callable[..., Any], cases: Sequence[Case], 
     say = _Say()
     try:
         passed = _run(say, title, candidate, cases, rule, random_cases, time_limit, total_time_limit,
-                      side_effects, forbidden, what, verbose)
+                      side_effects, forbidden, what, verbose, after)
     except AssertionError:
         if grading():
             raise
@@ -1037,7 +1040,8 @@ def run_cases(title: str, candidate: Callable[..., Any], cases: Sequence[Case], 
 
 def _run(say: _Say, title: str, candidate: Any, cases: Sequence[Case], rule: Optional[_guard.Rule],
          random_cases: Any, time_limit: Optional[float], total_time_limit: Optional[float], side_effects: bool,
-         forbidden: Sequence[Any], what: str, verbose: bool) -> bool:
+         forbidden: Sequence[Any], what: str, verbose: bool,
+         after: Optional[Callable[[], Optional[str]]] = None) -> bool:
     if not callable(candidate):
         say(f"✗ {title}: expected a function, got {describe_value(candidate)}")
         return False
@@ -1130,6 +1134,10 @@ def _run(say: _Say, title: str, candidate: Any, cases: Sequence[Case], rule: Opt
     if compiled is not None and own is not None:
         say(f"✗ {title}: this exercise asks you to write {compiled.what} yourself; your function is {own}, "
             "the library's own.")
+        return False
+    problem = after() if after is not None else None
+    if problem:
+        say(f"✗ {title}: {problem}")
         return False
     say(f"✓ {title}: all {len(fixed)} cases{extra} pass.")
     return True

@@ -43,7 +43,6 @@ import torch
 
 from ..memory import peak_extra_memory
 from ..reference import involution_loops
-from . import framework as _framework
 from .cases import random_involution_inputs
 from .framework import Case, Question, Rule, run_cases
 
@@ -309,26 +308,16 @@ def check_involution_offsets(involution_offsets_student: Callable[..., object]):
     title, what = "involution_offsets_student", "the offset loop (with no padded copy of x)"
     cases = [_offsets_case(name, why, seed, *geometry) for seed, (name, why, *geometry) in enumerate(_OFFSET_CASES)]
     rule = Rule(what, families=["unfold", "convolution"], forbid=list(_PADDING_FUNCTIONS))
-    buffer = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buffer):
-            verdict = run_cases(title, involution_offsets_student, cases, rule=rule, random_cases=_random_offsets)
-    except AssertionError:  # under grading a failing verdict raises after printing
-        print(buffer.getvalue(), end="")
-        raise
-    if not verdict:
-        print(buffer.getvalue(), end="")
-        return verdict
-    try:
-        problem = _memory_verdict(involution_offsets_student, cases[-1])
-    except Exception as error:  # the function passed on these inputs a moment ago; never raise
-        problem = f"the memory measurement failed ({type(error).__name__}: {error})"
-    if problem:
-        line = f"✗ {title}: the values are right, but {problem}."
-        print(line)
-        return _framework._finish(False, [line])
-    print(buffer.getvalue(), end="")
-    return verdict
+
+    def memory_problem() -> Optional[str]:
+        try:
+            problem = _memory_verdict(involution_offsets_student, cases[-1])
+        except Exception as error:  # the function passed on these inputs a moment ago; never raise
+            problem = f"the memory measurement failed ({type(error).__name__}: {error})"
+        return f"the values are right, but {problem}." if problem else None
+
+    return run_cases(title, involution_offsets_student, cases, rule=rule, random_cases=_random_offsets,
+                     after=memory_problem)
 
 
 # --- exercise 3: the backward pass by hand ----------------------------------------------------

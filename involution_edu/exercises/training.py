@@ -22,8 +22,6 @@ Questions (``QUESTIONS``): ``channel_mixing``, ``eval_bug``, ``momentum_step``.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -34,7 +32,6 @@ from ..training import clip_gradients as _clip_gradients_library
 from ..training import confusion_matrix as _confusion_matrix_library
 from ..training import eval_mode as _eval_mode_library
 from ..training import evaluate as _evaluate_library
-from . import framework as _framework
 from .framework import Case, Question, Rule, run_cases
 
 
@@ -145,47 +142,29 @@ def _judge(
     rule = Rule(what=what, forbid=list(forbid), families=list(families))
     all_cases = list(cases)
     framework_checks = check_inputs and not own_messages
-    call = lambda: run_cases(title, candidate, all_cases, rule=rule, random_cases=random_cases,
-                             side_effects=framework_checks)
     snapshots = [[_snapshot(arg) for arg in case.args] for case in all_cases] if check_inputs else []
     grad_mode, default_dtype = torch.is_grad_enabled(), torch.get_default_dtype()
-    buffer = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buffer):
-            verdict = call()
-    except AssertionError:  # under grading a failing verdict raises after printing
-        print(buffer.getvalue(), end="")
-        raise
-    finally:
-        changed_grad_mode = torch.is_grad_enabled() != grad_mode
-        changed_dtype = torch.get_default_dtype() != default_dtype
-        torch.set_grad_enabled(grad_mode)  # repair the session before anything else runs
-        torch.set_default_dtype(default_dtype)
-    if not verdict:
-        print(buffer.getvalue(), end="")
-        return verdict
-    problem = None
-    if changed_grad_mode:
-        problem = (f"your function switched autograd {'off' if grad_mode else 'on'} for everything that runs after it "
-                   f"(torch.set_grad_enabled({not grad_mode})): the notebook's next training would silently compute "
-                   "no gradients. Switch recording off only around your own forward pass (a `with` block)")
-    elif changed_dtype:
-        problem = "your function changed torch's default dtype; leave the session as you found it"
-    else:
+
+    def session_and_inputs() -> Optional[str]:
+        if torch.is_grad_enabled() != grad_mode:
+            return (f"your function switched autograd {'off' if grad_mode else 'on'} for everything that runs after "
+                    f"it (torch.set_grad_enabled({not grad_mode})): the notebook's next training would silently "
+                    "compute no gradients. Switch recording off only around your own forward pass (a `with` block)")
+        if torch.get_default_dtype() != default_dtype:
+            return "your function changed torch's default dtype; leave the session as you found it"
         for case, snaps in zip(all_cases, snapshots):
             for name, arg, snap in zip(arg_names, case.args, snaps):
                 change = _input_change(name, arg, snap)
                 if change:
-                    problem = f"case '{case.name}': {change}"
-                    break
-            if problem:
-                break
-    if problem:
-        line = f"✗ {title}: {problem}"
-        print(line)
-        return _framework._finish(False, [line])
-    print(buffer.getvalue(), end="")
-    return verdict
+                    return f"case '{case.name}': {change}"
+        return None
+
+    try:
+        return run_cases(title, candidate, all_cases, rule=rule, random_cases=random_cases,
+                         side_effects=framework_checks, after=session_and_inputs)
+    finally:
+        torch.set_grad_enabled(grad_mode)  # repair the session before anything else runs
+        torch.set_default_dtype(default_dtype)
 
 
 # ----------------------------------------------------------------------------- confusion matrix
