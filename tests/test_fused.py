@@ -90,6 +90,34 @@ def test_float32_agrees_with_float64_on_the_specialised_paths(backend):
         torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
 
 
+def _channels_last(t):
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_channels_last_inputs_give_the_contiguous_results(backend, case, dtype):
+    """x, h and grad_out channels last, one at a time and together (the native code copies
+    channels-last pixels whole): the same values and gradients as contiguous inputs."""
+    tensors, params = _problem(case, dtype=dtype, seed=7)
+    x, h, weight, bias = tensors
+    grad_out = torch.randn(involution_fused(*tensors, *params, backend="eager").shape, dtype=dtype,
+                           generator=torch.Generator().manual_seed(5))
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+
+    def run(x, h, grad_out):
+        leaves = [x.clone().requires_grad_(True), h.clone().requires_grad_(True)]
+        out = involution_fused(leaves[0], leaves[1], weight, bias, *params, backend=backend)
+        return (out, *torch.autograd.grad(out, leaves, grad_out))
+
+    expected = run(x, h, grad_out)
+    for layouts in ((True, False, False), (False, True, False), (False, False, True), (True, True, True)):
+        args = [_channels_last(t) if cl else t for t, cl in zip((x, h, grad_out), layouts)]
+        for name, mine, theirs in zip(("out", "dx", "dh"), run(*args), expected):
+            torch.testing.assert_close(mine, theirs, **tol, msg=f"{name} with channels last x, h, grad_out = {layouts}")
+
+
 GRAD_CASES = [(1, 4, 2, 2, 3, 2, 1, 4, 3), (1, 2, 1, 1, 3, 1, 2, 4, 4)]  # stride 2 + groups; dilation 2
 
 

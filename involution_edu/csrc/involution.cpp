@@ -164,6 +164,19 @@ static void scatter16(const float* src, i64 pitch, i64 off, i64 rows, i64 cols, 
     }
 }
 
+// cols pixels of cg adjacent channels each, from src (pixel stride ss) to dst (pixel stride ds).
+template <typename T>
+static inline void copy_pixels(const T* src, i64 ss, T* dst, i64 ds, i64 cols, i64 cg) {
+    if constexpr (sizeof(T) == sizeof(float)) {
+        if (cg == 16) {  // one 64-byte vector per pixel (RedNet's 16 channels per group)
+            for (i64 q = 0; q < cols; ++q) store<T, 16>(dst + q * ds, load<T, 16>(src + q * ss));
+            return;
+        }
+    }
+    for (i64 q = 0; q < cols; ++q)
+        for (i64 c = 0; c < cg; ++c) dst[q * ds + c] = src[q * ss + c];
+}
+
 static inline bool plane_contiguous(const i64* st, i64 cols) { return st[3] == 1 && st[2] == cols; }
 
 // Channels [c0, c0 + cg) of sample b -> zero-bordered channels-last scratch of prows x pitch pixels.
@@ -182,6 +195,18 @@ static void gather(const T* base, const i64* st, i64 b, i64 c0, i64 cg, i64 rows
             gather16(reinterpret_cast<const float*>(src), st[1], rows, cols, reinterpret_cast<float*>(dst), pitch, off);
             return;
         }
+    }
+    if (st[1] == 1 && cg == cgp) {  // channels last: the group's channels of one pixel are adjacent
+        std::memset(dst, 0, sizeof(T) * off * pitch * cgp);
+        std::memset(dst + (off + rows) * pitch * cgp, 0, sizeof(T) * (prows - off - rows) * pitch * cgp);
+        for (i64 r = 0; r < rows; ++r) {
+            T* d_row = dst + (r + off) * pitch * cgp;
+            std::memset(d_row, 0, sizeof(T) * off * cgp);
+            std::memset(d_row + (off + cols) * cgp, 0, sizeof(T) * (pitch - off - cols) * cgp);
+            const T* s_row = src + r * st[2];
+            copy_pixels(s_row, st[3], d_row + off * cgp, cgp, cols, cg);
+        }
+        return;
     }
     std::memset(dst, 0, sizeof(T) * prows * pitch * cgp);
     for (i64 c = 0; c < cg; ++c)
@@ -202,6 +227,14 @@ static void scatter(const T* src, i64 pitch, i64 off, i64 cgp, T* base, const i6
             scatter16(reinterpret_cast<const float*>(src), pitch, off, rows, cols, reinterpret_cast<float*>(dst), st[1]);
             return;
         }
+    }
+    if (st[1] == 1) {  // channels last: copy each pixel's cg channels at once
+        for (i64 r = 0; r < rows; ++r) {
+            const T* s_row = src + ((r + off) * pitch + off) * cgp;
+            T* d_row = dst + r * st[2];
+            copy_pixels(s_row, cgp, d_row, st[3], cols, cg);
+        }
+        return;
     }
     for (i64 c = 0; c < cg; ++c)
         for (i64 r = 0; r < rows; ++r) {
@@ -659,6 +692,17 @@ static void load_h_tile(const FGeo& g, const T* h, const i64* hs, i64 b, i64 n0,
         for (i64 r = 0; r < g.Cr; ++r) {
             std::memcpy(ht + r * TP, hb + r * hs[1] + n0, sizeof(T) * nq);
             for (i64 q = nq; q < TP; ++q) ht[r * TP + q] = T(0);
+        }
+    } else if (hs[1] == 1) {  // channels last: each pixel's Cr values are adjacent
+        i64 i = n0 / g.Wo, j = n0 % g.Wo;
+        for (i64 q = 0; q < TP; ++q) {
+            if (q < nq) {
+                const T* px = hb + i * hs[2] + j * hs[3];
+                for (i64 r = 0; r < g.Cr; ++r) ht[r * TP + q] = px[r];
+            } else {
+                for (i64 r = 0; r < g.Cr; ++r) ht[r * TP + q] = T(0);
+            }
+            if (++j == g.Wo) { j = 0; ++i; }
         }
     } else
     for (i64 r = 0; r < g.Cr; ++r) {
