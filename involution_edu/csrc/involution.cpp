@@ -689,9 +689,13 @@ template <typename T>
 static void load_h_tile(const FGeo& g, const T* h, const i64* hs, i64 b, i64 n0, i64 nq, T* ht, T* htt) {
     const T* hb = h + b * hs[0];
     if (hs[3] == 1 && hs[2] == g.Wo) {  // contiguous planes: the tile's pixels are adjacent
-        for (i64 r = 0; r < g.Cr; ++r) {
-            std::memcpy(ht + r * TP, hb + r * hs[1] + n0, sizeof(T) * nq);
-            for (i64 q = nq; q < TP; ++q) ht[r * TP + q] = T(0);
+        if (nq == TP) {
+            for (i64 r = 0; r < g.Cr; ++r) store<T, TP>(ht + r * TP, load<T, TP>(hb + r * hs[1] + n0));
+        } else {
+            for (i64 r = 0; r < g.Cr; ++r) {
+                for (i64 q = 0; q < nq; ++q) ht[r * TP + q] = hb[r * hs[1] + n0 + q];
+                for (i64 q = nq; q < TP; ++q) ht[r * TP + q] = T(0);
+            }
         }
     } else if (hs[1] == 1) {  // channels last: each pixel's Cr values are adjacent
         i64 i = n0 / g.Wo, j = n0 % g.Wo;
@@ -721,9 +725,10 @@ static void load_h_tile(const FGeo& g, const T* h, const i64* hs, i64 b, i64 n0,
     }
 }
 
-// kt[t][q] = bias[t] + sum_r w[r][t] * ht[r][q]   (w, bias at this group's rows)
+// kt[t][q] = bias[t] + sum_r w[r][t] * ht[r * hp + q]   (w, bias at this group's rows; hp: ht's row
+// pitch, TP for a tile buffer, or h's channel stride when a full tile is read straight from h)
 template <typename T>
-static void tile_kernels(const FGeo& g, const T* w, const T* bias, const T* ht, T* kt) {
+static void tile_kernels(const FGeo& g, const T* w, const T* bias, const T* ht, i64 hp, T* kt) {
     typedef typename P16<T>::type V;
     i64 t0 = 0;
     for (; t0 + 8 <= g.KK; t0 += 8) {
@@ -731,7 +736,7 @@ static void tile_kernels(const FGeo& g, const T* w, const T* bias, const T* ht, 
 #pragma GCC unroll 8
         for (int a = 0; a < 8; ++a) acc[a] = V{} + bias[t0 + a];
         for (i64 r = 0; r < g.Cr; ++r) {
-            const V hv = load<T, TP>(ht + r * TP);
+            const V hv = load<T, TP>(ht + r * hp);
             const T* wr = w + r * g.KK + t0;
 #pragma GCC unroll 8
             for (int a = 0; a < 8; ++a) acc[a] += wr[a] * hv;
@@ -741,7 +746,7 @@ static void tile_kernels(const FGeo& g, const T* w, const T* bias, const T* ht, 
     }
     for (; t0 < g.KK; ++t0) {
         V acc = V{} + bias[t0];
-        for (i64 r = 0; r < g.Cr; ++r) acc += w[r * g.KK + t0] * load<T, TP>(ht + r * TP);
+        for (i64 r = 0; r < g.Cr; ++r) acc += w[r * g.KK + t0] * load<T, TP>(ht + r * hp);
         store<T, TP>(kt + t0 * TP, acc);
     }
 }
@@ -945,7 +950,24 @@ static void tile_span_grads(const FGeo& g, const T* w, const T* dk, const T* htt
         for (i64 t = 0; t < g.KK; ++t) acc += w[r0 * g.KK + t] * load<T, TP>(dk + t * TP);
         store<T, TP>(dh + r0 * TP, acc);
     }
-    for (i64 t = 0; t < g.KK; ++t) {
+    // gw: 8 taps at a time, so that 8 independent sums (not one chain of 16 dependent
+    // multiply-adds) are in flight and each vector of htt, loaded once, serves 8 taps.
+    i64 t0 = 0;
+    for (; t0 + 8 <= g.KK; t0 += 8)
+        for (i64 rv = 0; rv < g.crp; rv += TP) {
+            V acc[8];
+#pragma GCC unroll 8
+            for (int a = 0; a < 8; ++a) acc[a] = load<T, TP>(gw + (t0 + a) * g.crp + rv);
+#pragma GCC unroll 4
+            for (int q = 0; q < TP; ++q) {
+                const V hv = load<T, TP>(htt + q * g.crp + rv);
+#pragma GCC unroll 8
+                for (int a = 0; a < 8; ++a) acc[a] += dk[(t0 + a) * TP + q] * hv;
+            }
+#pragma GCC unroll 8
+            for (int a = 0; a < 8; ++a) store<T, TP>(gw + (t0 + a) * g.crp + rv, acc[a]);
+        }
+    for (i64 t = t0; t < g.KK; ++t) {
         const T* dt = dk + t * TP;
         T* gwt = gw + t * g.crp;
         for (i64 rv = 0; rv < g.crp; rv += TP) {
@@ -954,6 +976,9 @@ static void tile_span_grads(const FGeo& g, const T* w, const T* dk, const T* htt
             for (int q = 0; q < TP; ++q) acc += dt[q] * load<T, TP>(htt + q * g.crp + rv);
             store<T, TP>(gwt + rv, acc);
         }
+    }
+    for (i64 t = 0; t < g.KK; ++t) {
+        const T* dt = dk + t * TP;
         T total = T(0);
         for (int q = 0; q < TP; ++q) total += dt[q];
         gb[t] += total;
@@ -970,6 +995,7 @@ static void fused_forward_all(const i64* dims, const T* x, const i64* xst, const
                               const T* bias, T* out, const i64* ost, T* scratch, i64 per_thread, int threads) {
     const FGeo g(dims, W);
     const bool unit = KT > 0 && W == 16 && g.s == 1 && g.d == 1 && g.cgp == 16;
+    const bool direct_h = hst[3] == 1 && hst[2] == g.Wo;
     const i64 tasks = g.B * g.G;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (i64 t = 0; t < tasks; ++t) {
@@ -982,8 +1008,12 @@ static void fused_forward_all(const i64* dims, const T* x, const i64* xst, const
         const T* xo = xs + g.x_origin();
         for (i64 n0 = 0; n0 < g.nout; n0 += TP) {
             const i64 nq = g.nout - n0 < TP ? g.nout - n0 : TP;
-            load_h_tile<T>(g, h, hst, b, n0, nq, ht, nullptr);
-            tile_kernels<T>(g, w + grp * g.Cr * g.KK, bias + grp * g.KK, ht, kt);
+            if (direct_h && nq == TP) {  // a full tile of contiguous h planes: read it in place
+                tile_kernels<T>(g, w + grp * g.Cr * g.KK, bias + grp * g.KK, h + b * hst[0] + n0, hst[1], kt);
+            } else {
+                load_h_tile<T>(g, h, hst, b, n0, nq, ht, nullptr);
+                tile_kernels<T>(g, w + grp * g.Cr * g.KK, bias + grp * g.KK, ht, TP, kt);
+            }
             if constexpr (KT > 0 && W == 16) {
                 if (unit) { tile_apply_unit<T, KT>(g, xo, kt, n0, nq, os); continue; }
             }
@@ -1033,7 +1063,7 @@ static void fused_backward_all(const i64* dims, const T* x, const i64* xst, cons
                     T* gxo = gxs_all + grp * g.x_plane() + g.x_origin();
                     const T* gos = gos_all + grp * g.out_plane();
                     const T* wg = w + grp * g.Cr * g.KK;
-                    tile_kernels<T>(g, wg, bias + grp * g.KK, ht, kt);
+                    tile_kernels<T>(g, wg, bias + grp * g.KK, ht, TP, kt);
                     if constexpr (sizeof(T) == sizeof(float) && W == 16) {
                         if (dot16)
                             tile_grad_kernels16(g, reinterpret_cast<const float*>(xo),
