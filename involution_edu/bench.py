@@ -437,6 +437,9 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=None, help="with --models/--profile: batch size (default 8; 2 with --quick)")
     parser.add_argument("--size", type=int, default=None, help="with --models/--profile: image size (default 224; 64 with --quick)")
     parser.add_argument("--channels-last", action="store_true", help="with --profile: both networks channels last")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="with --models/--profile: leave glibc's allocator as it is (by default freed memory is "
+                             "kept in the process, so steps do not fault their pages in again)")
     args = parser.parse_args(argv)
     if args.treatments is not None:
         unknown = [t for t in args.treatments if t not in TREATMENTS]
@@ -496,6 +499,8 @@ def _main_models(args: argparse.Namespace) -> int:
         changes["batch"] = args.batch
     if args.size is not None:
         changes["size"] = args.size
+    if args.system_malloc:
+        changes["retain_memory"] = False
     settings = replace(base, **changes)
     report: dict = {"version": JSON_VERSION}
     if args.models:
@@ -505,7 +510,7 @@ def _main_models(args: argparse.Namespace) -> int:
         pair = settings.pairs[-1]
         report["profile"] = netbench.run_profile(
             pair, batch=settings.batch, size=settings.size, threads=settings.threads[0], repeats=settings.repeats,
-            num_classes=settings.num_classes, channels_last=args.channels_last,
+            num_classes=settings.num_classes, channels_last=args.channels_last, retain_memory=settings.retain_memory,
         )
         print(netbench.format_profile(report["profile"]))
     if args.json:

@@ -49,7 +49,8 @@ from . import native as _native
 from . import ops as _ops
 from .shapes import check_involution_args, check_kernel_size, check_non_negative_int, check_positive_int, default_padding
 
-__all__ = ["involution_fused", "involution_fused_op", "involution_fused_backward", "fused_kernels"]
+__all__ = ["involution_fused", "involution_fused_op", "involution_fused_backward", "fused_kernels",
+           "involution_fused_affine", "involution_fused_affine_op"]
 
 
 # --- shapes ---------------------------------------------------------------------------------
@@ -201,6 +202,73 @@ def _(x, h, weight, bias, kernel_size, stride, padding, dilation, backend):
 def _(grad_out, x, h, weight, bias, kernel_size, stride, padding, dilation, backend):
     dx = torch.empty(tuple(x.shape), dtype=x.dtype, device=x.device, memory_format=_layout(x, backend))
     return dx, h.new_empty(h.shape), weight.new_empty(weight.shape), bias.new_empty(bias.shape)
+
+
+# --- inference: a BatchNorm folded into the output ------------------------------------------
+
+
+def _affine(out: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    return out * scale[None, :, None, None] + shift[None, :, None, None]
+
+
+@torch.library.custom_op("involution_edu::involution_fused_affine", mutates_args=())
+def involution_fused_affine_op(x: Tensor, h: Tensor, weight: Tensor, bias: Tensor, scale: Tensor, shift: Tensor,
+                               kernel_size: int, stride: int, padding: int, dilation: int, backend: str) -> Tensor:
+    """Inference only: ``scale[c] * involution_fused(x, h, weight, bias)[c] + shift[c]``, an eval-mode
+    BatchNorm folded into the op (``scale``, ``shift``: ``(C,)``). The native backend applies it to
+    each tile of the output before writing it, so the output is written once, not three times
+    (op, BN, and BN's read). No autograd: :class:`involution_edu.fuse.InvolutionBN` uses the
+    differentiable composite when gradients are needed."""
+    _ops._check_backend(backend)
+    _validate(x, h, weight, bias, kernel_size, stride, padding, dilation)
+    for name, value in (("scale", scale), ("shift", shift)):
+        _ops._check_pair("x", x, name, value)
+        if value.dim() != 1 or value.shape[0] != x.shape[1]:
+            raise ValueError(f"{name} must have shape ({x.shape[1]},) (one value per channel of x), got {tuple(value.shape)}")
+    if backend == "native":
+        _ops._needs_native(x, h, weight, bias, scale, shift)
+        x32, h32, w32, b32, s32, t32 = _ops._upcast(x, h, weight, bias, scale, shift)
+        out = _native.native_fused_forward(x32, h32, w32, b32, kernel_size, stride, padding, dilation, s32, t32)
+    else:
+        out = _affine(_run_forward(x, h, weight, bias, kernel_size, stride, padding, dilation, backend), scale, shift)
+    return out.to(x.dtype).contiguous(memory_format=_layout(x, backend))
+
+
+@involution_fused_affine_op.register_fake
+def _(x, h, weight, bias, scale, shift, kernel_size, stride, padding, dilation, backend):
+    return torch.empty((x.shape[0], x.shape[1], h.shape[2], h.shape[3]), dtype=x.dtype, device=x.device,
+                       memory_format=_layout(x, backend))
+
+
+def involution_fused_affine(x: Tensor, h: Tensor, weight: Tensor, bias: Tensor, scale: Tensor, shift: Tensor,
+                            kernel_size: int, stride: int = 1, padding: Optional[int] = None, dilation: int = 1,
+                            backend: Optional[str] = None) -> Tensor:
+    """``involution_fused(x, h, weight, bias, ...) * scale[c] + shift[c]``: ``(B, C, H', W')``.
+
+    ``scale``, ``shift``: ``(C,)``, an eval-mode BatchNorm after the involution folded into it
+    (``scale = gamma / sqrt(running_var + eps)``, ``shift = beta - scale * running_mean``). With
+    autograd recording (grad mode on and an input that requires grad) it is the differentiable
+    composite, otherwise one op (``involution_edu::involution_fused_affine``).
+    """
+    kernel_size = check_kernel_size(kernel_size, need_odd=padding is None)
+    stride = check_positive_int("stride", stride)
+    dilation = check_positive_int("dilation", dilation)
+    padding = default_padding(kernel_size, dilation) if padding is None else check_non_negative_int("padding", padding)
+    for name, value in (("scale", scale), ("shift", shift)):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if weight.dim() == 4 and tuple(weight.shape[2:]) == (1, 1):
+        weight = weight.reshape(weight.shape[0], weight.shape[1])
+    recording = torch.is_grad_enabled() and any(
+        isinstance(t, Tensor) and t.requires_grad for t in (x, h, weight, bias, scale, shift))
+    autocast = x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
+    if recording or autocast or _ops._functorch_active():
+        out = involution_fused(x, h, weight, bias, kernel_size, stride, padding, dilation, backend)
+        return _affine(out, scale.to(out.dtype), shift.to(out.dtype))
+    for name, value in (("h", h), ("weight", weight), ("bias", bias), ("scale", scale), ("shift", shift)):
+        _ops._check_pair("x", x, name, value)
+    return involution_fused_affine_op(x, h, weight, bias, scale, shift, kernel_size, stride, padding, dilation,
+                                      _resolve(backend, x, h))
 
 
 # --- autograd -------------------------------------------------------------------------------

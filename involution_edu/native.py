@@ -126,7 +126,7 @@ __all__ = [
     "native_fused_backward",
 ]
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 """The value of ``involution_abi_version()`` this module expects from the library."""
 
 
@@ -594,6 +594,10 @@ def _declare(library: ctypes.CDLL) -> None:
         function = getattr(library, name)
         function.argtypes = [p, p, p, p, p, p, p, p, p, p, i64, c_int]
         function.restype = c_int
+    for name in ("involution_fused_forward_affine_f32", "involution_fused_forward_affine_f64"):
+        function = getattr(library, name)
+        function.argtypes = [p, p, p, p, p, p, p, p, p, p, p, p, i64, c_int]
+        function.restype = c_int
     for name in ("involution_fused_backward_f32", "involution_fused_backward_f64"):
         function = getattr(library, name)
         function.argtypes = [p, p, p, p, p, p, p, p, p, p, p, p, p, p, p, p, i64, c_int]
@@ -962,11 +966,14 @@ def _fused_weights(weight: torch.Tensor, bias: torch.Tensor, dims) -> Tuple[torc
     return weight.reshape(groups, taps, reduced).transpose(1, 2).contiguous(), bias.contiguous()
 
 
-def native_fused_forward(x, h, weight, bias, kernel_size, stride, padding, dilation) -> torch.Tensor:
+def native_fused_forward(x, h, weight, bias, kernel_size, stride, padding, dilation, scale=None,
+                         shift=None) -> torch.Tensor:
     """Fused forward: ``x (B, C, H, W)``, ``h (B, C_r, H', W')``, ``weight (G*K*K, C_r)``,
     ``bias (G*K*K,)`` -> ``(B, C, H', W')`` (channels last when ``x`` is), any strides. Each tile of
     16 output pixels computes its ``G*K*K x 16`` kernel values into a buffer in cache and applies
-    them; the kernels tensor is never written. Every size is checked here and again in C++."""
+    them; the kernels tensor is never written. With ``scale`` and ``shift`` (``(C,)`` each, both or
+    neither) the output is ``scale[c] * out[c] + shift[c]`` (a folded eval-mode BatchNorm), applied
+    before it is written. Every size is checked here and again in C++."""
     library = load_native()
     if library is None:
         raise RuntimeError(f"the native involution kernel is unavailable: {_error}")
@@ -975,6 +982,14 @@ def native_fused_forward(x, h, weight, bias, kernel_size, stride, padding, dilat
     out = _output_like(x, (batch, channels, out_h, out_w))
     if out.numel() == 0:
         return out
+    if (scale is None) != (shift is None):
+        raise ValueError("scale and shift must be given together (a folded BatchNorm) or not at all")
+    if scale is not None:
+        for name, value in (("scale", scale), ("shift", shift)):
+            _check_tensor(name, value, 1, x.dtype)
+            if value.shape[0] != channels:
+                raise ValueError(f"{name} must have shape ({channels},) (one value per channel of x), got {tuple(value.shape)}")
+        scale, shift = scale.contiguous(), shift.contiguous()
     w_t, bias_c = _fused_weights(weight, bias, dims)
     dims_c = _longs(dims)
     work = out.numel() * kernel_size * kernel_size * (1 + dims[11] // max(1, channels // groups))
@@ -983,11 +998,14 @@ def native_fused_forward(x, h, weight, bias, kernel_size, stride, padding, dilat
     if per_thread < 0:
         raise ValueError(f"the native involution kernel refused the sizes {dims}")
     scratch = x.new_empty(max(1, threads * per_thread))
-    _call(
-        getattr(library, f"involution_fused_forward_{_suffix(x.dtype)}"),
-        dims_c, x.data_ptr(), _longs(x.stride()), h.data_ptr(), _longs(h.stride()), w_t.data_ptr(), bias_c.data_ptr(),
-        out.data_ptr(), _longs(out.stride()), scratch.data_ptr(), per_thread, threads,
-    )
+    common = (dims_c, x.data_ptr(), _longs(x.stride()), h.data_ptr(), _longs(h.stride()), w_t.data_ptr(),
+              bias_c.data_ptr())
+    tail = (out.data_ptr(), _longs(out.stride()), scratch.data_ptr(), per_thread, threads)
+    if scale is None:
+        _call(getattr(library, f"involution_fused_forward_{_suffix(x.dtype)}"), *common, *tail)
+    else:
+        _call(getattr(library, f"involution_fused_forward_affine_{_suffix(x.dtype)}"), *common, scale.data_ptr(),
+              shift.data_ptr(), *tail)
     return out
 
 

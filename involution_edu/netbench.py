@@ -35,9 +35,15 @@ one thread: RedNet-50 627 MiB against ResNet-50's 656 MiB (0.96x; 731 MiB, 1.11x
 recomputation), for about 3.5 % more time per RedNet training step.
 
 **Treatments.** ``eager``: the modules as built (NCHW). ``channels_last``: model and input in
-``torch.channels_last``. ``folded``: :func:`involution_edu.fuse_for_inference` (every conv+BN
-pair folded; eval only). ``folded+channels_last``: both. ``compile``: ``torch.compile`` of the
+``torch.channels_last``. ``folded``: :func:`involution_edu.fuse_for_inference` (every BatchNorm
+folded: into the conv before it, or, after an involution, into the op's output; eval only). ``folded+channels_last``: both. ``compile``: ``torch.compile`` of the
 eager module (default Inductor settings; compile time excluded by warm-up calls).
+
+**Page faults.** Before timing, the benchmark asks glibc to keep freed memory in the process
+(:func:`retain_freed_memory`; ``--system-malloc`` leaves the allocator as it is, and the report
+says which): otherwise every training step faults its tensors' pages in again, 0.1 to 0.5 s of
+system time per step that varies from step to step. Both networks share the process, so both
+get the same allocator.
 
 **Why interleaved, in one process.** The benchmark is meant for shared, noisy machines (the
 course's own runs used a 2-core machine with other users). Timing all of RedNet, then all of
@@ -79,6 +85,7 @@ __all__ = [
     "FULL_SETTINGS",
     "QUICK_SETTINGS",
     "saved_tensor_bytes",
+    "retain_freed_memory",
     "rss_growth",
     "run_model_benchmark",
     "format_model_table",
@@ -107,6 +114,7 @@ class ModelSettings:
     pairs: Tuple[Tuple[str, str], ...] = MODEL_PAIRS
     treatments: Tuple[str, ...] = TREATMENTS
     memory: bool = True
+    retain_memory: bool = True  # retain_freed_memory() before timing (--system-malloc turns it off)
 
 
 FULL_SETTINGS = ModelSettings()
@@ -184,6 +192,36 @@ def rss_growth(fn: Callable[[], object], interval: float = 0.001) -> Optional[in
 
 
 # --- treatments and steps -------------------------------------------------------------------
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # the largest value glibc accepts on 64-bit systems
+
+
+def retain_freed_memory() -> bool:
+    """Ask glibc's allocator to keep freed memory in the process (``mallopt``), for this process.
+
+    By default glibc returns large freed blocks to the system, so each training step faults its
+    tensors' pages in again: measured on a 2-core machine, 75,000 to 160,000 page faults and 0.1
+    to 0.5 s of system time per RedNet-50 or ResNet-50 step at batch 8, 224², varying from step to
+    step. That is the allocator's noise, not the networks'. With the trim threshold off and blocks
+    up to 32 MiB served from the heap, a step after the first faults almost no page (what
+    jemalloc or tcmalloc, which PyTorch's CPU tuning guides recommend, do by themselves). Both
+    networks run in the same process, so both get it. Returns whether it took effect (``False``
+    off glibc). It cannot be undone: the benchmark's command-line process ends after the run.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    trimmed = mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    mapped = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1
+    return trimmed and mapped
 
 
 def _build(name: str, num_classes: int, seed: int = 0) -> nn.Module:
@@ -276,6 +314,7 @@ def run_model_benchmark(settings: ModelSettings = FULL_SETTINGS, progress: bool 
             if name not in MODELS:
                 raise ValueError(f"model names must be among {sorted(MODELS)}, got {name!r}")
     default_threads = torch.get_num_threads()
+    retained = retain_freed_memory() if settings.retain_memory else False
     shape = (settings.batch, 3, settings.size, settings.size)
     flops = {name: count_flops(_build(name, settings.num_classes), shape).total for pair in settings.pairs for name in pair}
     generator = torch.Generator().manual_seed(0)
@@ -299,7 +338,8 @@ def run_model_benchmark(settings: ModelSettings = FULL_SETTINGS, progress: bool 
                 runner, eager, channels_last = _prepare(models[name], treatment, train)
                 inputs = x.contiguous(memory_format=torch.channels_last) if channels_last else x
                 steps.append(_Step(runner, eager, inputs, labels, train))
-            warmup = 2 if treatment.startswith("compile") else 1
+            # training: three untimed steps, so that the allocator holds the memory of a whole step
+            warmup = (3 if train else 1) + (1 if treatment.startswith("compile") else 0)
             times = _interleaved(steps, settings.repeats, warmup)
             row = dict(pair=list(pair), threads=threads, treatment=treatment, mode=mode,
                        flop_ratio=flops[pair[0]] / flops[pair[1]])
@@ -320,7 +360,7 @@ def run_model_benchmark(settings: ModelSettings = FULL_SETTINGS, progress: bool 
         bar.close()
     return dict(
         settings={**asdict(settings), "pairs": [list(p) for p in settings.pairs]},
-        machine=dict(torch=torch.__version__, default_threads=default_threads),
+        machine=dict(torch=torch.__version__, default_threads=default_threads, retained_freed_memory=retained),
         flops=flops,
         rows=rows,
     )
@@ -337,7 +377,9 @@ def format_model_table(report: dict) -> str:
     header = (f"{'pair':<18} {'thr':>3} {'treatment':<21} {'mode':<5} {'RedNet ms':>10} {'ResNet ms':>10} "
               f"{'time x':>7} {'cpu x':>6} {'FLOP x':>6} {'saved MiB':>16} {'saved x':>7} {'peak x':>6} {'rss x':>6}")
     lines = [f"batch {s['batch']}, {s['size']}x{s['size']}, {s['repeats']} interleaved repeats (medians), "
-             f"{s['num_classes']} classes, torch {report['machine']['torch']}", header, "-" * len(header)]
+             f"{s['num_classes']} classes, torch {report['machine']['torch']}, freed memory "
+             f"{'kept in the process' if report['machine'].get('retained_freed_memory') else 'returned by the allocator'}",
+             header, "-" * len(header)]
     for r in report["rows"]:
         saved = (f"{r['a_saved_bytes'] / 2**20:.0f}/{r['b_saved_bytes'] / 2**20:.0f}"
                  if r.get("a_saved_bytes") is not None else "-")
@@ -476,8 +518,12 @@ def profile_parts(model: nn.Module, x: torch.Tensor, train: bool, labels: Option
 
 
 def run_profile(pair: Tuple[str, str] = ("rednet50", "resnet50"), batch: int = 8, size: int = 224, threads: int = 1,
-                repeats: int = 3, num_classes: int = 1000, channels_last: bool = False) -> dict:
-    """Profile both networks of ``pair`` (interleaved, medians over ``repeats``) in eval and training."""
+                repeats: int = 3, num_classes: int = 1000, channels_last: bool = False,
+                retain_memory: bool = True) -> dict:
+    """Profile both networks of ``pair`` (interleaved, medians over ``repeats``) in eval and training
+    (after :func:`retain_freed_memory` unless ``retain_memory=False``)."""
+    if retain_memory:
+        retain_freed_memory()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

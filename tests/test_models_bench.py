@@ -113,3 +113,48 @@ def test_profile_parts_covers_the_network():
     training = netbench.profile_parts(model, x, train=True, labels=labels)
     assert any(key.startswith("backward layer") for key in training)
     assert not any(isinstance(getattr(m, "_forward_hooks", {}), dict) and m._forward_hooks for m in model.modules())
+
+
+_FAULTS_SCRIPT = r"""
+import platform, resource, sys, torch
+from involution_edu.netbench import retain_freed_memory
+took = retain_freed_memory()
+print("took", took, platform.libc_ver()[0])
+counts = []
+for _ in range(4):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    tensors = [torch.ones(1 << 20) for _ in range(40)]  # 40 x 4 MiB, written, then freed
+    del tensors
+    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print("faults", *counts)
+"""
+
+
+def test_retain_freed_memory_stops_the_page_faults_of_repeated_steps():
+    """After retain_freed_memory(), memory freed by one 'step' is reused by the next without
+    faulting its pages in again (a fresh process: the allocator's state is per process)."""
+    import platform
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    took_line, faults_line = result.stdout.split("\n")[:2]
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert took_line.startswith(f"took {glibc}"), result.stdout  # True exactly where glibc's mallopt exists
+    counts = [int(n) for n in faults_line.split()[1:]]
+    assert counts[0] >= 40 * 1024 // 2, counts  # the first round faults its 160 MiB in (4 KiB pages)
+    if glibc:
+        assert max(counts[2:]) < counts[0] // 100, counts  # later rounds reuse the retained pages
+
+
+def test_system_malloc_flag_leaves_the_allocator_alone(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(netbench, "retain_freed_memory", lambda: calls.append(1) or True)
+    path = tmp_path / "m.json"
+    common = ["--models", "--quick", "--no-progress", "--pairs", "26", "--treatments", "eager", "--repeats", "1",
+              "--batch", "2", "--size", "32", "--threads", "1", "--json", str(path)]
+    assert bench.main(common + ["--system-malloc"]) == 0
+    assert calls == [] and json.loads(path.read_text())["models"]["machine"]["retained_freed_memory"] is False
+    assert bench.main(common) == 0
+    assert calls == [1] and json.loads(path.read_text())["models"]["machine"]["retained_freed_memory"] is True

@@ -295,3 +295,33 @@ def test_fuzz_every_backend_against_the_loop_reference_in_a_subprocess(seed):
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["cases"] >= 35 and report["errors"] >= 35
     assert report["failures"] == [], report["failures"][:5]
+
+
+def test_the_fused_affine_entry_point_refuses_null_scale_and_bad_sizes():
+    """The folded-BatchNorm entry (``involution_fused_forward_affine_*``) checks like the others:
+    bad sizes and a missing scale or shift return an error code, never touch memory."""
+    import ctypes
+
+    library = native.load_native()
+    assert library is not None, native.native_error()
+    values = dict(B=1, C=16, H=5, W=5, G=1, K=3, Ho=5, Wo=5, s=1, p=1, d=1, Cr=4)
+    dims = (ctypes.c_int64 * 12)(*values.values())
+    per_thread = library.involution_fused_scratch_per_thread(dims, 0)
+    assert per_thread > 0
+    x, h = torch.randn(1, 16, 5, 5), torch.randn(1, 4, 5, 5)
+    w, b, scale, shift = torch.randn(1, 4, 9).contiguous(), torch.randn(9), torch.ones(16), torch.zeros(16)
+    out, scratch = torch.full((1, 16, 5, 5), 7.0), torch.empty(per_thread)
+    strides = lambda t: (ctypes.c_int64 * 4)(*t.stride())  # noqa: E731
+    null = ctypes.c_void_p(None)
+
+    def call(dims, scale_ptr, shift_ptr, threads=1):
+        return library.involution_fused_forward_affine_f32(
+            dims, x.data_ptr(), strides(x), h.data_ptr(), strides(h), w.data_ptr(), b.data_ptr(), scale_ptr,
+            shift_ptr, out.data_ptr(), strides(out), scratch.data_ptr(), per_thread, threads)
+
+    assert call(dims, null, shift.data_ptr()) == 9 and call(dims, scale.data_ptr(), null) == 9
+    bad = (ctypes.c_int64 * 12)(*{**values, "Ho": 64}.values())
+    assert call(bad, scale.data_ptr(), shift.data_ptr()) != 0
+    assert call(dims, scale.data_ptr(), shift.data_ptr(), threads=0) != 0
+    assert torch.equal(out, torch.full((1, 16, 5, 5), 7.0))  # nothing was written by a refused call
+    assert call(dims, scale.data_ptr(), shift.data_ptr()) == 0 and not torch.equal(out, torch.full((1, 16, 5, 5), 7.0))

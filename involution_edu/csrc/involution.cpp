@@ -601,7 +601,7 @@ static int check_dims(const i64* dims) {
 static int check_call(const i64* dims, const void* scratch, i64 per_thread, int threads);
 
 extern "C" {
-int involution_abi_version() { return 5; }
+int involution_abi_version() { return 6; }
 
 // Scratch elements each thread needs (the same for forward and backward): x plane + output plane;
 // -1 when dims are invalid.
@@ -992,7 +992,8 @@ static inline i64 fused_backward_scratch(const FGeo& g) {
 
 template <typename T, int W, int KT>
 static void fused_forward_all(const i64* dims, const T* x, const i64* xst, const T* h, const i64* hst, const T* w,
-                              const T* bias, T* out, const i64* ost, T* scratch, i64 per_thread, int threads) {
+                              const T* bias, const T* scale, const T* shift, T* out, const i64* ost, T* scratch,
+                              i64 per_thread, int threads) {
     const FGeo g(dims, W);
     const bool unit = KT > 0 && W == 16 && g.s == 1 && g.d == 1 && g.cgp == 16;
     const bool direct_h = hst[3] == 1 && hst[2] == g.Wo;
@@ -1018,6 +1019,10 @@ static void fused_forward_all(const i64* dims, const T* x, const i64* xst, const
                 if (unit) { tile_apply_unit<T, KT>(g, xo, kt, n0, nq, os); continue; }
             }
             tile_apply<T, W>(g, xo, kt, n0, nq, os);
+        }
+        if (scale) {  // a folded BatchNorm: out[c] = scale[c] * out[c] + shift[c]
+            for (i64 n = 0; n < g.nout; ++n)
+                for (i64 ch = 0; ch < g.cg; ++ch) os[n * g.cgp + ch] = os[n * g.cgp + ch] * scale[c0 + ch] + shift[c0 + ch];
         }
         scatter(os, g.Wo, 0, g.cgp, out, ost, b, c0, g.cg, g.Ho, g.Wo);
     }
@@ -1099,18 +1104,19 @@ static void fused_backward_all(const i64* dims, const T* x, const i64* xst, cons
 
 template <typename T>
 static void fused_forward_dispatch(const i64* dims, const T* x, const i64* xs, const T* h, const i64* hs, const T* w,
-                                   const T* bias, T* out, const i64* os, T* scratch, i64 per_thread, int threads) {
+                                   const T* bias, const T* scale, const T* shift, T* out, const i64* os, T* scratch,
+                                   i64 per_thread, int threads) {
     const int width = width_for(dims[1] / dims[4]);
     const i64 K = dims[5];
     if constexpr (sizeof(T) == sizeof(float)) {
         if (width == 16 && K == 7)
-            return fused_forward_all<T, 16, 7>(dims, x, xs, h, hs, w, bias, out, os, scratch, per_thread, threads);
+            return fused_forward_all<T, 16, 7>(dims, x, xs, h, hs, w, bias, scale, shift, out, os, scratch, per_thread, threads);
         if (width == 16 && K == 3)
-            return fused_forward_all<T, 16, 3>(dims, x, xs, h, hs, w, bias, out, os, scratch, per_thread, threads);
+            return fused_forward_all<T, 16, 3>(dims, x, xs, h, hs, w, bias, scale, shift, out, os, scratch, per_thread, threads);
     }
-    if (width == 16) fused_forward_all<T, 16, 0>(dims, x, xs, h, hs, w, bias, out, os, scratch, per_thread, threads);
-    else if (width == 8) fused_forward_all<T, 8, 0>(dims, x, xs, h, hs, w, bias, out, os, scratch, per_thread, threads);
-    else fused_forward_all<T, 4, 0>(dims, x, xs, h, hs, w, bias, out, os, scratch, per_thread, threads);
+    if (width == 16) fused_forward_all<T, 16, 0>(dims, x, xs, h, hs, w, bias, scale, shift, out, os, scratch, per_thread, threads);
+    else if (width == 8) fused_forward_all<T, 8, 0>(dims, x, xs, h, hs, w, bias, scale, shift, out, os, scratch, per_thread, threads);
+    else fused_forward_all<T, 4, 0>(dims, x, xs, h, hs, w, bias, scale, shift, out, os, scratch, per_thread, threads);
 }
 
 template <typename T>
@@ -1177,7 +1183,19 @@ i64 involution_fused_padded_rank(const i64* dims) {
                                           i64 per_thread, int threads) {                                            \
         if (const int e = check_fused_call(dims, scratch, per_thread, threads, false)) return e;                    \
         if (!x || !xs || !h || !hs || !w || !bias || !out || !os) return 9;                                         \
-        fused_forward_dispatch<T>(dims, x, xs, h, hs, w, bias, out, os, scratch, per_thread, threads);              \
+        fused_forward_dispatch<T>(dims, x, xs, h, hs, w, bias, nullptr, nullptr, out, os, scratch, per_thread,      \
+                                  threads);                                                                         \
+        return 0;                                                                                                   \
+    }                                                                                                               \
+    /* the same, then out[c] = scale[c] * out[c] + shift[c] (a folded eval-mode BatchNorm; C values each) */        \
+    int involution_fused_forward_affine_##SUFFIX(const i64* dims, const T* x, const i64* xs, const T* h,            \
+                                                 const i64* hs, const T* w, const T* bias, const T* scale,          \
+                                                 const T* shift, T* out, const i64* os, T* scratch, i64 per_thread, \
+                                                 int threads) {                                                     \
+        if (const int e = check_fused_call(dims, scratch, per_thread, threads, false)) return e;                    \
+        if (!x || !xs || !h || !hs || !w || !bias || !scale || !shift || !out || !os) return 9;                     \
+        fused_forward_dispatch<T>(dims, x, xs, h, hs, w, bias, scale, shift, out, os, scratch, per_thread,          \
+                                  threads);                                                                         \
         return 0;                                                                                                   \
     }                                                                                                               \
     int involution_fused_backward_##SUFFIX(const i64* dims, const T* x, const i64* xs, const T* h, const i64* hs,    \
