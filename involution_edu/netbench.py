@@ -23,8 +23,10 @@ wall-clock saving is visible. Memory, per training step, for both networks:
   they exist anyway);
 * ``peak``: the peak of extra tensor memory of the whole step
   (:func:`involution_edu.memory.peak_extra_memory`: deterministic, counts storages);
-* ``rss``: growth of the process's resident set during the step (sampled from
-  ``/proc/self/statm`` every millisecond; depends on the allocator, shown beside the others).
+* ``rss``: growth of the resident set over three training steps, each network in a process
+  of its own (:func:`rss_in_fresh_process`: peak RSS minus the RSS before the step; in the
+  benchmark's own process the allocator keeps what earlier steps freed, so growth there says
+  little). It counts what the allocator takes from the system, so read it beside the others.
 
 Memory is measured once per treatment (it does not depend on the thread count), and not under
 ``torch.compile`` (shown as -): the dispatch-mode count does not see inside a compiled graph.
@@ -87,6 +89,7 @@ __all__ = [
     "saved_tensor_bytes",
     "retain_freed_memory",
     "rss_growth",
+    "rss_in_fresh_process",
     "run_model_benchmark",
     "format_model_table",
     "profile_parts",
@@ -279,15 +282,59 @@ def _interleaved(steps: Sequence[Callable[[], None]], repeats: int, warmup: int)
     return times
 
 
-def _memory(step: _Step) -> Dict[str, Optional[int]]:
-    """Saved-for-backward bytes, peak extra memory and RSS growth of one training step (eager module)."""
+_RSS_SCRIPT = r"""
+import json, resource, sys
+import torch
+from involution_edu.netbench import _build, _prepare, _rss_bytes, _Step
+name, treatment, batch, size, num_classes, threads = json.loads(sys.argv[1])
+torch.set_num_threads(threads)
+runner, eager, channels_last = _prepare(_build(name, num_classes), treatment, True)
+generator = torch.Generator().manual_seed(0)
+x = torch.randn(batch, 3, size, size, generator=generator)
+x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+step = _Step(runner, eager, x, torch.randint(0, num_classes, (batch,), generator=generator), True)
+before = _rss_bytes()
+for _ in range(3):
+    step()
+print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before))
+"""
+
+
+def rss_in_fresh_process(name: str, treatment: str, batch: int, size: int, num_classes: int = 1000,
+                         threads: int = 1, timeout: float = 600.0) -> Optional[int]:
+    """Growth of the resident set over the first three training steps of ``name`` with
+    ``treatment``, in a process of its own (bytes; ``None`` off Linux or if the process fails).
+
+    The process builds the network and its input, reads its RSS, runs three SGD steps (the
+    allocator's state settles after the first), and reports its peak RSS (``getrusage``) minus that. A fresh process per network, because in a shared one the
+    allocator keeps what an earlier step or the other network freed, and the growth says little.
+    """
+    import json
+    import subprocess
+    import sys
+
+    if _rss_bytes() == 0:
+        return None
+    args = json.dumps([name, treatment, batch, size, num_classes, threads])
+    try:
+        done = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, args], capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        return int(json.loads(done.stdout.strip().splitlines()[-1])) if done.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError, IndexError, OSError):
+        return None
+
+
+def _memory(step: _Step, name: str, treatment: str, settings: "ModelSettings") -> Dict[str, Optional[int]]:
+    """Saved-for-backward bytes and peak extra memory of one training step (eager module, this
+    process), and RSS growth over three steps in a fresh process (:func:`rss_in_fresh_process`)."""
     params = list(step.eager.parameters()) + list(step.eager.buffers())
     result: Dict[str, Optional[int]] = {}
     result["saved_bytes"] = saved_tensor_bytes(lambda: step.forward_loss(step.eager), exclude=params)
     eager_step = _Step(step.eager, step.eager, step.x, step.labels, True)
     eager_step.optimizer = step.optimizer
     result["peak_bytes"] = int(peak_extra_memory(eager_step))
-    result["rss_bytes"] = rss_growth(eager_step)
+    result["rss_bytes"] = rss_in_fresh_process(name, treatment, settings.batch, settings.size, settings.num_classes,
+                                               torch.get_num_threads())
     return result
 
 
@@ -343,12 +390,12 @@ def run_model_benchmark(settings: ModelSettings = FULL_SETTINGS, progress: bool 
             times = _interleaved(steps, settings.repeats, warmup)
             row = dict(pair=list(pair), threads=threads, treatment=treatment, mode=mode,
                        flop_ratio=flops[pair[0]] / flops[pair[1]])
-            for key, step, t in zip(("a", "b"), steps, times):
+            for key, name, step, t in zip(("a", "b"), pair, steps, times):
                 row[f"{key}_s"] = statistics.median(t["wall"])
                 row[f"{key}_min_s"] = min(t["wall"])
                 row[f"{key}_cpu_s"] = statistics.median(t["cpu"])
                 if train and settings.memory and threads == settings.threads[0] and not treatment.startswith("compile"):
-                    row.update({f"{key}_{k}": v for k, v in _memory(step).items()})
+                    row.update({f"{key}_{k}": v for k, v in _memory(step, name, treatment, settings).items()})
             row["time_ratio"] = _ratio(row["a_s"], row["b_s"])
             row["cpu_ratio"] = _ratio(row["a_cpu_s"], row["b_cpu_s"])
             for kind in ("saved", "peak", "rss"):
@@ -391,7 +438,7 @@ def format_model_table(report: dict) -> str:
         )
     lines += ["", "time x: RedNet / ResNet wall-clock (medians of interleaved runs); cpu x: the same in process CPU "
               "seconds; FLOP x: multiply-adds ratio; saved: tensors saved for backward (RedNet/ResNet, parameters "
-              "excluded); peak: extra tensor memory of a step; rss: resident-set growth during a step."]
+              "excluded); peak: extra tensor memory of a step; rss: resident-set growth over three steps, each network in a fresh process."]
     return "\n".join(lines)
 
 

@@ -95,7 +95,8 @@ class _MaxPoolSavingIndices(torch.autograd.Function):
         flat_index = indices.long().reshape(batch, channels, -1)
         grad = grad_out.new_zeros((batch, channels, ctx.shape[2] * ctx.shape[3]))
         # each input position receives the sum of the gradients of the outputs it is the maximum of
-        grad = grad.scatter_add(2, flat_index, grad_out.reshape(batch, channels, -1)).view(ctx.shape)
+        # (in place: the out-of-place scatter_add would copy the zeros once more)
+        grad = grad.scatter_add_(2, flat_index, grad_out.reshape(batch, channels, -1)).view(ctx.shape)
         if ctx.channels_last:
             grad = grad.contiguous(memory_format=torch.channels_last)
         return grad, None, None, None, None, None

@@ -158,3 +158,11 @@ def test_system_malloc_flag_leaves_the_allocator_alone(tmp_path, monkeypatch):
     assert calls == [] and json.loads(path.read_text())["models"]["machine"]["retained_freed_memory"] is False
     assert bench.main(common) == 0
     assert calls == [1] and json.loads(path.read_text())["models"]["machine"]["retained_freed_memory"] is True
+
+
+def test_rss_in_fresh_process_measures_a_real_step_and_fails_soft():
+    """A small step in its own process grows the resident set by more than its input; an unknown
+    network gives None (the process fails), not an exception."""
+    growth = netbench.rss_in_fresh_process("rednet26", "eager", batch=2, size=64, num_classes=10)
+    assert isinstance(growth, int) and growth > 2 * 3 * 64 * 64 * 4, growth
+    assert netbench.rss_in_fresh_process("no_such_net", "eager", batch=2, size=64) is None
