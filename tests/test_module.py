@@ -263,3 +263,25 @@ def test_stride_pool_averages_partial_windows_and_equals_avg_pool_when_divisible
     torch.testing.assert_close(pooled[:, :, -1, -1], corner, rtol=1e-14, atol=1e-14)
     if size[0] % stride == 0 and size[1] % stride == 0:  # the paper's pooling, bit for bit
         assert torch.equal(pooled, torch.nn.functional.avg_pool2d(x, stride, stride))
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+def test_stride_pool_fast_nchw_path_is_avg_pool_bit_for_bit_with_its_gradients(stride):
+    """The eager NCHW path (strided views added in the window's order) against ATen's avg_pool2d:
+    the same bits forward and backward, float32 at a RedNet size; gradgradcheck in float64."""
+    from torch.autograd import gradcheck, gradgradcheck
+
+    from involution_edu.module import _StridePoolNCHW, stride_pool
+
+    x = torch.randn(2, 8, 12 * stride, 6 * stride, requires_grad=True)
+    grad = torch.randn(2, 8, 12, 6)
+    ours = stride_pool(x, stride)
+    assert ours.grad_fn is not None and "StridePoolNCHW" in type(ours.grad_fn).__name__  # the fast path ran
+    theirs = torch.nn.functional.avg_pool2d(x, stride, stride)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(torch.autograd.grad(ours, x, grad)[0], torch.autograd.grad(theirs, x, grad)[0])
+    x_cl = x.detach().contiguous(memory_format=torch.channels_last)
+    assert torch.equal(stride_pool(x_cl, stride), theirs.detach())  # channels last: ATen's pooling
+    small = torch.randn(1, 2, 2 * stride, 2 * stride, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda t: _StridePoolNCHW.apply(t, stride), (small,))
+    assert gradgradcheck(lambda t: _StridePoolNCHW.apply(t, stride), (small,))
