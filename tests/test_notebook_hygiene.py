@@ -338,3 +338,20 @@ def test_markdown_cells_hold_at_most_300_words(name):
     long = [(index, len(re.findall(r"\w+", "".join(cell.source))))
             for index, cell in enumerate(load(name).cells) if cell.cell_type == "markdown"]
     assert [(i, n) for i, n in long if n > 300] == [], f"{name}: markdown cells over 300 words (cell, words)"
+
+
+def test_cited_lines_of_the_native_kernel_hold_what_the_text_names():
+    """Where a notebook cites ``involution.cpp`` by line ("`gather` and `scatter`, `involution.cpp`
+    lines 477 and 482"), those lines call the functions it names: an edit of the kernel that moves
+    them must update the text."""
+    source = (REPO / "involution_edu" / "csrc" / "involution.cpp").read_text(encoding="utf-8").splitlines()
+    pattern = re.compile(r"`(\w+)` and `(\w+)`, `involution\.cpp` lines (\d+)\s+and (\d+)")
+    cited = 0
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            text = re.sub(r"\s+", " ", "".join(cell["source"]))
+            for first, second, line_a, line_b in pattern.findall(text):
+                cited += 1
+                for name, line in ((first, int(line_a)), (second, int(line_b))):
+                    assert f"{name}(" in source[line - 1], f"{path.name}: involution.cpp line {line} is {source[line - 1]!r}, not {name}"
+    assert cited >= 1
