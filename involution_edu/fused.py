@@ -32,6 +32,10 @@ unfused involution ops of :mod:`involution_edu.ops` and 1x1 convolutions (which 
 so ``gradgradcheck`` and higher derivatives work on every backend. The double backward
 materialises the kernels (it is not the memory-critical path).
 
+For inference, ``involution_edu::involution_fused_affine`` also applies a folded eval-mode
+BatchNorm, ``scale[c] * y[c] + shift[c]``, to each tile before it is written
+(:class:`involution_edu.fuse.InvolutionBN`; no autograd of its own).
+
 Like the other ops: a fake implementation (symbolic sizes stay symbolic), autograd with
 ``setup_context`` (``torch.func`` works), ``vmap`` rules, and autocast (cast like a convolution,
 accumulate in float32).
@@ -216,8 +220,8 @@ def involution_fused_affine_op(x: Tensor, h: Tensor, weight: Tensor, bias: Tenso
                                kernel_size: int, stride: int, padding: int, dilation: int, backend: str) -> Tensor:
     """Inference only: ``scale[c] * involution_fused(x, h, weight, bias)[c] + shift[c]``, an eval-mode
     BatchNorm folded into the op (``scale``, ``shift``: ``(C,)``). The native backend applies it to
-    each tile of the output before writing it, so the output is written once, not three times
-    (op, BN, and BN's read). No autograd: :class:`involution_edu.fuse.InvolutionBN` uses the
+    each tile of the output before writing it, so the output goes to memory once instead of three
+    times (the op's write, then the BatchNorm's read and write). No autograd: :class:`involution_edu.fuse.InvolutionBN` uses the
     differentiable composite when gradients are needed."""
     _ops._check_backend(backend)
     _validate(x, h, weight, bias, kernel_size, stride, padding, dilation)
