@@ -115,7 +115,7 @@ def recomputed(function: Callable[..., torch.Tensor], modules: Sequence[nn.Modul
 class _StridePoolNCHW(torch.autograd.Function):
     """``F.avg_pool2d(x, s, s)`` for a contiguous (NCHW) ``x`` whose sizes ``s`` divides, bit for bit:
     the ``s * s`` strided views of ``x`` added in the window's row-major order, then divided by
-    ``s * s``, as ATen's kernel sums a window. About 3x faster than ATen's NCHW average pooling on
+    ``s * s``, as ATen's kernel sums a window. About 2-3x faster than ATen's NCHW average pooling on
     the CPU (which walks each window's pixels one by one). The backward, ``g / s**2`` spread over
     each window, is written in differentiable ops, so higher derivatives work."""
 
