@@ -254,23 +254,13 @@ def involution_fused_affine(x: Tensor, h: Tensor, weight: Tensor, bias: Tensor, 
     autograd recording (grad mode on and an input that requires grad) it is the differentiable
     composite, otherwise one op (``involution_edu::involution_fused_affine``).
     """
-    kernel_size = check_kernel_size(kernel_size, need_odd=padding is None)
-    stride = check_positive_int("stride", stride)
-    dilation = check_positive_int("dilation", dilation)
-    padding = default_padding(kernel_size, dilation) if padding is None else check_non_negative_int("padding", padding)
-    for name, value in (("scale", scale), ("shift", shift)):
-        if not isinstance(value, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if weight.dim() == 4 and tuple(weight.shape[2:]) == (1, 1):
-        weight = weight.reshape(weight.shape[0], weight.shape[1])
-    recording = torch.is_grad_enabled() and any(
-        isinstance(t, Tensor) and t.requires_grad for t in (x, h, weight, bias, scale, shift))
-    autocast = x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
+    tensors = dict(x=x, h=h, weight=weight, bias=bias, scale=scale, shift=shift)
+    weight, (kernel_size, stride, padding, dilation), autocast = _prepare_call(tensors, kernel_size, stride, padding,
+                                                                             dilation)
+    recording = torch.is_grad_enabled() and any(t.requires_grad for t in tensors.values())
     if recording or autocast or _ops._functorch_active():
         out = involution_fused(x, h, weight, bias, kernel_size, stride, padding, dilation, backend)
         return _affine(out, scale.to(out.dtype), shift.to(out.dtype))
-    for name, value in (("h", h), ("weight", weight), ("bias", bias), ("scale", scale), ("shift", shift)):
-        _ops._check_pair("x", x, name, value)
     return involution_fused_affine_op(x, h, weight, bias, scale, shift, kernel_size, stride, padding, dilation,
                                       _resolve(backend, x, h))
 
@@ -455,20 +445,29 @@ def involution_fused(
         ``x``, ``h``, ``weight`` and ``bias`` to any order. Saved for backward: ``x``, ``h``,
         ``weight``, ``bias`` only.
     """
+    weight, params, _ = _prepare_call(dict(x=x, h=h, weight=weight, bias=bias), kernel_size, stride, padding, dilation)
+    return call("forward", x, h, weight, bias, *params, _resolve(backend, x, h))
+
+
+def _prepare_call(tensors: dict, kernel_size, stride, padding, dilation):
+    """The public functions' argument checks: ``tensors`` (``x`` first, then ``h``, ``weight``, ...)
+    must be floating-point tensors of ``x``'s dtype and device (unless autocast will cast them).
+    Returns ``(weight as (G*K*K, C_r), (K, stride, padding, dilation), autocast)``."""
     kernel_size = check_kernel_size(kernel_size, need_odd=padding is None)
     stride = check_positive_int("stride", stride)
     dilation = check_positive_int("dilation", dilation)
     padding = default_padding(kernel_size, dilation) if padding is None else check_non_negative_int("padding", padding)
-    for name, value in (("x", x), ("h", h), ("weight", weight), ("bias", bias)):
+    for name, value in tensors.items():
         if not isinstance(value, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
         if not value.is_floating_point():
             raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
+    x, weight = tensors["x"], tensors["weight"]
     if weight.dim() == 4 and tuple(weight.shape[2:]) == (1, 1):
         weight = weight.reshape(weight.shape[0], weight.shape[1])
     autocast = x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
     if not autocast:
-        for name, value in (("h", h), ("weight", weight), ("bias", bias)):
-            _ops._check_pair("x", x, name, value)
-    name = _resolve(backend, x, h)
-    return call("forward", x, h, weight, bias, kernel_size, stride, padding, dilation, name)
+        for name, value in tensors.items():
+            if name != "x":
+                _ops._check_pair("x", x, name, value)
+    return weight, (kernel_size, stride, padding, dilation), autocast
