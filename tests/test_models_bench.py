@@ -145,7 +145,10 @@ def test_retain_freed_memory_stops_the_page_faults_of_repeated_steps():
     counts = [int(n) for n in faults_line.split()[1:]]
     assert counts[0] >= 40 * 1024 // 2, counts  # the first round faults its 160 MiB in (4 KiB pages)
     if glibc:
-        assert max(counts[2:]) < counts[0] // 100, counts  # later rounds reuse the retained pages
+        # later rounds reuse the retained pages: without retain_freed_memory() each faults about as many as
+        # the first (measured: 41047 40920 40929 40929); with it at most one 4 MiB tensor's 1,024 pages in a
+        # round (measured: 40966 1024 0 0 and 40967 0 1024 0: the allocator may place one block anew)
+        assert max(counts[1:]) <= counts[0] // 10, counts
 
 
 def test_system_malloc_flag_leaves_the_allocator_alone(tmp_path, monkeypatch):
